@@ -1,0 +1,17 @@
+"""tuneforge: fine-tune a pre-trained transformer on labelled data into a measured, deployable model.
+
+    import tuneforge
+    run = tuneforge.train("examples/wnut16-minilm.yaml")
+    model = tuneforge.load(run.run_dir)
+    model.predict("Empire State Building is in New York")
+"""
+
+from .api import RunResult, TokenClassifier, evaluate, load, train
+from .config import Config, load_config
+from .errors import ConfigError, DataError, TuneforgeError
+
+__version__ = "0.1.0"
+__all__ = [
+    "Config", "ConfigError", "DataError", "RunResult", "TokenClassifier", "TuneforgeError",
+    "evaluate", "load", "load_config", "train",
+]

@@ -1,0 +1,164 @@
+"""`tuneforge train|eval|predict|data …` — parses arguments and calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import TuneforgeError
+
+
+def _cmd_train(args) -> int:
+    from . import api
+
+    result = api.train(args.config, overrides=args.set, resume=args.resume, overwrite=args.overwrite)
+    print((result.run_dir / "report.txt").read_text(encoding="utf-8"))
+    summary = {k: round(result.metrics[k]["f1"], 4) for k in ("dev", "test") if k in result.metrics}
+    print(f"run folder: {result.run_dir} · entity F1 {summary} · best epoch {result.metrics['best_epoch']}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from . import api
+
+    metrics, report = api.evaluate(
+        args.run, args.data, format=args.format, tag_column=args.tag_column, batch_size=args.batch_size
+    )
+    print(report)
+    print(f"entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, R {metrics['recall']:.4f}) "
+          f"on {metrics['sentences']} sentences")
+    if args.out:
+        from .paths import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(metrics, indent=1))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from . import api
+    from .data.readers import detect_format, read_text_lines, read_token_file
+    from .paths import atomic_write_text
+
+    fmt = args.format if args.format != "auto" else (
+        "text" if Path(args.input).suffix.lower() in {".txt", ".text"} else detect_format(args.input)
+    )
+    if fmt == "text":
+        examples = read_text_lines(args.input)
+    else:
+        examples = read_token_file(args.input, fmt, tag_column=None)
+    predictor = api.load(args.run)
+    results = predictor.predict(examples, batch_size=args.batch_size)
+    if args.output_format == "conll":
+        lines = []
+        for r in results:
+            lines += [f"{w}\t{t}" for w, t in zip(r["words"], r["tags"])] + [""]
+        text = "\n".join(lines) + "\n"
+    else:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    if args.out:
+        atomic_write_text(args.out, text)
+        n_ent = sum(len(r["entities"]) for r in results)
+        print(f"wrote {len(results)} predictions ({n_ent} entities) to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_data_split(args) -> int:
+    from .data.readers import read_token_file, split_examples, write_conll
+
+    ratios = [float(r) for r in args.ratios.split(",")]
+    if len(ratios) != 3:
+        raise TuneforgeError(f"--ratios {args.ratios!r}: give three ratios train,dev,test such as 0.8,0.1,0.1")
+    examples = read_token_file(args.input, args.format, tag_column=args.tag_column)
+    parts = split_examples(examples, ratios, args.seed)
+    out = Path(args.out)
+    for name, part in zip(("train", "dev", "test"), parts):
+        write_conll(part, out / f"{name}.conll")
+    print(f"{len(examples)} sentences -> " + ", ".join(
+        f"{name} {len(p)}" for name, p in zip(("train", "dev", "test"), parts)) + f" in {out}/")
+    return 0
+
+
+def _cmd_data_check(args) -> int:
+    from .data.readers import normalise_to_iob2, read_token_file
+    from .tasks.token_classification import label_list
+
+    examples = read_token_file(args.input, args.format, tag_column=args.tag_column)
+    report = normalise_to_iob2(examples, args.scheme)
+    lengths = sorted(len(e.words) for e in examples)
+    print(f"{args.input}: {len(examples)} sentences, {sum(lengths)} words "
+          f"(median {lengths[len(lengths) // 2]}, max {lengths[-1]} words per sentence)")
+    print(report.describe())
+    for line in report.examples:
+        print(f"  {line}")
+    print("labels: " + ", ".join(label_list(examples)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuneforge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune a model as a YAML config says")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. training.epochs=3")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="score a trained run on a labelled file")
+    p.add_argument("run")
+    p.add_argument("data")
+    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
+    p.add_argument("--tag-column", type=int, default=-1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", help="also write the metrics as JSON here")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="tag CoNLL, JSONL or raw text (one text a line)")
+    p.add_argument("run")
+    p.add_argument("input")
+    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "text"],
+                   help="input format; auto: .txt is raw text, .jsonl JSONL, else CoNLL (first column = word)")
+    p.add_argument("--output-format", default="jsonl", choices=["jsonl", "conll"])
+    p.add_argument("--out", help="write here instead of standard output")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_cmd_predict)
+
+    data = sub.add_parser("data", help="inspect and split data files").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("split", help="make train/dev/test files from one file, deterministic by seed")
+    p.add_argument("input")
+    p.add_argument("--out", required=True, help="folder for train.conll, dev.conll, test.conll")
+    p.add_argument("--ratios", default="0.8,0.1,0.1")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
+    p.add_argument("--tag-column", type=int, default=-1)
+    p.set_defaults(func=_cmd_data_split)
+    p = data.add_parser("check", help="read a file, report its size, tag scheme and repairs")
+    p.add_argument("input")
+    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
+    p.add_argument("--tag-column", type=int, default=-1)
+    p.add_argument("--scheme", default="auto", choices=["auto", "IOB1", "IOB2", "BIOES", "IO"])
+    p.set_defaults(func=_cmd_data_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TuneforgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; `tuneforge train CONFIG --resume` continues from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

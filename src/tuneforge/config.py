@@ -1,0 +1,175 @@
+"""The typed run config: YAML in, validated, saved with the run so any result can be reproduced.
+
+Unknown keys are errors (``extra="forbid"``) and every error names the dotted key at fault.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    name_or_path: str = Field(description="Hub name or local folder; `pkg:PACKAGE/path` for a packaged model")
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+
+
+class DataConfig(_Strict):
+    train: str
+    dev: Optional[str] = None
+    test: Optional[str] = None
+    format: Literal["auto", "conll", "jsonl"] = "auto"
+    token_column: int = 0
+    tag_column: int = -1
+    scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "IO"] = "auto"
+    split: Optional[tuple[float, float, float]] = Field(
+        default=None,
+        description="train/dev/test ratios to cut `train` into when dev/test files are not given",
+    )
+    split_seed: int = 42
+    max_train_examples: Optional[int] = Field(default=None, ge=1, description="use only the first N after splitting")
+
+    @model_validator(mode="after")
+    def _check_split(self) -> "DataConfig":
+        if self.split is not None:
+            if any(r < 0 for r in self.split) or abs(sum(self.split) - 1.0) > 1e-6:
+                raise ValueError("split ratios must be non-negative and sum to 1")
+            if self.dev or self.test:
+                raise ValueError("give either split or dev/test files, not both")
+        return self
+
+
+class EncodingConfig(_Strict):
+    max_length: int = Field(default=128, ge=8, description="tokens per window, special tokens included")
+    stride: int = Field(default=32, ge=0, description="tokens shared by consecutive windows of a long input")
+    label_all_subwords: bool = False
+
+    @model_validator(mode="after")
+    def _check_stride(self) -> "EncodingConfig":
+        if self.stride >= self.max_length - 4:
+            raise ValueError("stride must be smaller than max_length minus the special tokens")
+        return self
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
+    max_grad_norm: Optional[float] = Field(default=1.0, gt=0)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    seed: int = 42
+    early_stopping_patience: Optional[int] = Field(default=None, ge=1, description="epochs without dev gain")
+    group_by_length: bool = True
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="auto: bf16 autocast on GPUs that support it, fp32 on CPU"
+    )
+    checkpoint_every_steps: Optional[int] = Field(
+        default=None, ge=1, description="also checkpoint mid-epoch every N optimizer steps"
+    )
+    threads: Optional[int] = Field(default=None, ge=1, description="torch intra-op threads (CPU)")
+    progress: bool = True
+
+
+class TaskConfig(_Strict):
+    type: Literal["token_classification"] = "token_classification"
+    decode: Literal["viterbi", "argmax"] = Field(
+        default="viterbi", description="viterbi forbids invalid IOB2 transitions (O -> I-X)"
+    )
+
+
+class MethodConfig(_Strict):
+    name: Literal["full"] = "full"
+
+
+class Config(_Strict):
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    model: ModelConfig
+    data: DataConfig
+    encoding: EncodingConfig = Field(default_factory=EncodingConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    output_dir: str = "runs/latest"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}'; remove it or check its spelling")
+        elif err["type"] == "missing":
+            problems.append(f"missing required key '{key}'")
+        else:
+            problems.append(f"bad value for '{key}': {err['msg']}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """``["training.epochs=3", "model.name_or_path=bert-base-cased"]`` -> nested dict (values parsed as YAML)."""
+    tree: dict = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. training.epochs=3")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(tree: dict, source: str = "config", overrides: list[str] | None = None) -> Config:
+    tree = _merge(tree, parse_overrides(overrides))
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (model:, data:, training: ...)")
+    return config_from_dict(tree, source=str(path), overrides=overrides)

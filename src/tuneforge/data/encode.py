@@ -1,0 +1,253 @@
+"""From words to model inputs: sub-word alignment, overlapping windows, length-grouped batches.
+
+The seed's three bugs are fixed here:
+- labels are aligned to sub-words (first sub-word labelled, the rest ignored; or all, as an option);
+- batches are padded to their own longest member, and members are grouped by length;
+- an input longer than ``max_length`` is split into overlapping windows, so no word is dropped;
+  each word is *owned* by the window where it has the most context on both sides, and only the
+  owner trains on it and predicts it. That makes merging back trivial and exact.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Window:
+    """One model input: a slice of one example's sub-words plus the model's special tokens."""
+
+    example: int
+    input_ids: list[int]
+    labels: list[int]
+    # for each position: the word index it belongs to, or None for special tokens
+    word_ids: list[int | None]
+    # word index -> position of that word's first sub-word, for the words this window owns
+    owned_positions: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class EncodeStats:
+    examples: int = 0
+    windows: int = 0
+    split_examples: int = 0  # examples that needed more than one window
+    empty_words: int = 0  # words that tokenized to nothing and were mapped to the unknown token
+    subword_tokens: int = 0
+
+    def describe(self) -> str:
+        parts = [f"{self.examples} examples -> {self.windows} windows"]
+        if self.split_examples:
+            parts.append(f"{self.split_examples} long examples split into overlapping windows")
+        if self.empty_words:
+            parts.append(f"{self.empty_words} words that tokenize to nothing mapped to the unknown token")
+        return "; ".join(parts)
+
+
+def special_token_template(tokenizer) -> tuple[list[int], list[int]]:
+    """The special ids a tokenizer puts before and after one sequence, e.g. ([CLS], [SEP]).
+
+    Learned from the tokenizer's own post-processor rather than hard-coded, so BERT, RoBERTa
+    (<s> … </s>), GPT-2 (nothing) and Llama (<s> …) all work the same way.
+    """
+    enc = tokenizer([["hello"]], is_split_into_words=True, add_special_tokens=True)
+    ids = enc["input_ids"][0]
+    word_ids = enc.word_ids(0)
+    content = [i for i, w in enumerate(word_ids) if w is not None]
+    if not content:
+        return [], []
+    return list(ids[: content[0]]), list(ids[content[-1] + 1:])
+
+
+def _fallback_token(tokenizer) -> str:
+    return tokenizer.unk_token or "?"
+
+
+def tokenize_words(tokenizer, sentences: Sequence[Sequence[str]], stats: EncodeStats | None = None):
+    """Sub-word ids and word ids for each sentence (no special tokens), in one batched call.
+
+    Words that produce no sub-word at all (zero-width spaces, control characters, some emoji for
+    some vocabularies) would silently lose their label and prediction; they are replaced by the
+    unknown token and the sentence is tokenized again.
+    """
+    if not sentences:
+        return []
+    enc = tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False)
+    out = []
+    for i, words in enumerate(sentences):
+        ids = list(enc["input_ids"][i])
+        word_ids = list(enc.word_ids(i))
+        present = set(w for w in word_ids if w is not None)
+        if len(present) != len(words):
+            missing = [j for j in range(len(words)) if j not in present]
+            if stats is not None:
+                stats.empty_words += len(missing)
+            patched = [(_fallback_token(tokenizer) if j in missing else w) for j, w in enumerate(words)]
+            again = tokenizer([patched], is_split_into_words=True, add_special_tokens=False)
+            ids, word_ids = list(again["input_ids"][0]), list(again.word_ids(0))
+            if len(set(w for w in word_ids if w is not None)) != len(words):
+                raise ValueError(f"could not tokenize every word of {list(words)!r}")
+        out.append((ids, word_ids))
+    return out
+
+
+def window_spans(n_tokens: int, budget: int, stride: int) -> list[tuple[int, int]]:
+    """[start, end) token spans of at most ``budget`` tokens, consecutive ones sharing ``stride``."""
+    if n_tokens <= budget:
+        return [(0, n_tokens)]
+    step = budget - stride
+    spans = []
+    start = 0
+    while True:
+        end = min(start + budget, n_tokens)
+        spans.append((start, end))
+        if end == n_tokens:
+            return spans
+        start += step
+
+
+def assign_owners(first_positions: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[int]:
+    """For each word (by its first sub-word position), the window that sees it with most context."""
+    owners = []
+    for pos in first_positions:
+        best, best_margin = -1, -1
+        for w, (start, end) in enumerate(spans):
+            if start <= pos < end:
+                margin = min(pos - start, end - 1 - pos)
+                if margin > best_margin:
+                    best, best_margin = w, margin
+        owners.append(best)
+    return owners
+
+
+def encode_examples(
+    examples: Sequence,
+    tokenizer,
+    label2id: dict[str, int] | None,
+    max_length: int,
+    stride: int,
+    label_all_subwords: bool = False,
+) -> tuple[list[Window], EncodeStats]:
+    """Turn examples (``.words``, optional ``.tags``) into windows ready to batch."""
+    prefix, suffix = special_token_template(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    if budget <= stride:
+        raise ValueError(f"max_length {max_length} leaves {budget} tokens per window; it must exceed stride {stride}")
+    stats = EncodeStats(examples=len(examples))
+    continuation = continuation_table(label2id) if label2id else {}
+    tokenized = tokenize_words(tokenizer, [ex.words for ex in examples], stats)
+    windows: list[Window] = []
+    for index, (ex, (ids, word_ids)) in enumerate(zip(examples, tokenized)):
+        stats.subword_tokens += len(ids)
+        first_positions: dict[int, int] = {}
+        for pos, w in enumerate(word_ids):
+            if w is not None and w not in first_positions:
+                first_positions[w] = pos
+        spans = window_spans(len(ids), budget, stride)
+        if len(spans) > 1:
+            stats.split_examples += 1
+        words_in_order = sorted(first_positions)
+        owners = assign_owners([first_positions[w] for w in words_in_order], spans)
+        owner_of = dict(zip(words_in_order, owners))
+        tag_ids = None
+        if label2id is not None and getattr(ex, "tags", None) is not None:
+            tag_ids = [label2id[t] for t in ex.tags]
+        for w_index, (start, end) in enumerate(spans):
+            labels = [IGNORE_INDEX] * len(prefix)
+            owned: dict[int, int] = {}
+            for pos in range(start, end):
+                word = word_ids[pos]
+                label = IGNORE_INDEX
+                if owner_of[word] == w_index:
+                    is_first = first_positions[word] == pos
+                    if is_first:
+                        owned[word] = len(prefix) + pos - start
+                    if tag_ids is not None and (is_first or label_all_subwords):
+                        label = tag_ids[word] if is_first else continuation.get(tag_ids[word], tag_ids[word])
+                labels.append(label)
+            labels += [IGNORE_INDEX] * len(suffix)
+            windows.append(
+                Window(
+                    example=index,
+                    input_ids=prefix + ids[start:end] + suffix,
+                    labels=labels,
+                    word_ids=[None] * len(prefix) + word_ids[start:end] + [None] * len(suffix),
+                    owned_positions=owned,
+                )
+            )
+    stats.windows = len(windows)
+    return windows, stats
+
+
+def continuation_table(label2id: dict[str, int]) -> dict[int, int]:
+    """With all sub-words labelled, a B-X word's later pieces are I-X (as run_ner's b_to_i_label)."""
+    return {
+        i: label2id[f"I-{tag[2:]}"]
+        for tag, i in label2id.items()
+        if tag.startswith("B-") and f"I-{tag[2:]}" in label2id
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_by_length: bool = True,
+    mega_factor: int = 50,
+) -> list[list[int]]:
+    """Shuffled batches whose members have similar lengths, so little compute goes to padding.
+
+    As in the Trainer's length-grouped sampler: shuffle, cut into mega-batches of
+    ``mega_factor * batch_size``, sort each by length, slice into batches, then shuffle batch
+    order. Deterministic in (seed, epoch), which is what makes mid-epoch resume exact.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if not group_by_length:
+        return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    mega = max(batch_size * mega_factor, batch_size)
+    batches = []
+    for i in range(0, len(order), mega):
+        chunk = sorted(order[i: i + mega], key=lambda j: lengths[j], reverse=True)
+        batches += [chunk[k: k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """For inference: batches of similar length in length order (order restored by the caller)."""
+    order = sorted(range(len(lengths)), key=lambda j: lengths[j], reverse=True)
+    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class Collator:
+    """Pads a batch of windows to its own longest member (dynamic padding)."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, windows: Sequence[Window]) -> dict:
+        longest = max(len(w.input_ids) for w in windows)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            longest = (longest + m - 1) // m * m
+        n = len(windows)
+        input_ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((n, longest), dtype=torch.long)
+        labels = torch.full((n, longest), IGNORE_INDEX, dtype=torch.long)
+        real_tokens = 0
+        for i, w in enumerate(windows):
+            k = len(w.input_ids)
+            real_tokens += k
+            input_ids[i, :k] = torch.tensor(w.input_ids, dtype=torch.long)
+            attention[i, :k] = 1
+            labels[i, :k] = torch.tensor(w.labels, dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "n_tokens": real_tokens}

@@ -1,0 +1,377 @@
+"""Reading labelled token data: CoNLL-style column files and JSONL.
+
+Every error names the file and line and says what to do (see :class:`tuneforge.errors.DataError`).
+Tags are normalised to IOB2 on the way in (:func:`normalise_to_iob2`), and the number of tags
+that had to change is reported, never hidden.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..errors import DataError
+from ..paths import resolve_path
+
+DOCSTART = "-DOCSTART-"
+
+
+@dataclass
+class TokenExample:
+    """One sentence: its words and (when labelled) one tag per word.
+
+    ``line`` is where it starts in its file; ``tag_lines`` gives the line of each tag so that a
+    problem with one tag can be reported exactly. ``text``/``offsets`` are set when the words came
+    from raw text, so predictions can carry character offsets.
+    """
+
+    words: list[str]
+    tags: list[str] | None = None
+    source: str = ""
+    line: int = 0
+    tag_lines: list[int] | None = None
+    text: str | None = None
+    offsets: list[tuple[int, int]] | None = None
+
+
+@dataclass
+class SchemeReport:
+    """What :func:`normalise_to_iob2` did."""
+
+    detected: str = "IOB2"
+    repaired: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if not self.repaired:
+            return f"tags read as {self.detected}; none needed repair"
+        return f"tags read as {self.detected}; {self.repaired} tag(s) rewritten to IOB2"
+
+
+def _decode_lines(path: Path) -> Iterable[tuple[int, str]]:
+    """Yield (line number, text) with a file:line error on invalid UTF-8."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    path, number, f"invalid UTF-8 (byte {exc.start}); re-save the file as UTF-8"
+                ) from None
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            yield number, text.rstrip("\r\n")
+
+
+def _open_checked(path: str | Path) -> Path:
+    resolved = Path(resolve_path(path))
+    if not resolved.exists():
+        raise DataError(resolved, None, "file not found; check the path")
+    if resolved.is_dir():
+        raise DataError(resolved, None, "is a folder; give a data file")
+    if resolved.stat().st_size == 0:
+        raise DataError(resolved, 1, "file is empty; give a file with at least one sentence")
+    return resolved
+
+
+def read_conll(path: str | Path, token_column: int = 0, tag_column: int | None = -1) -> list[TokenExample]:
+    """Read a column file: one token per line, blank line between sentences.
+
+    Columns are split on tabs if the line has one, else on runs of spaces. ``-DOCSTART-`` lines are
+    skipped. ``tag_column=None`` reads an unlabelled file (words only).
+    """
+    resolved = _open_checked(path)
+    examples: list[TokenExample] = []
+    words: list[str] = []
+    tags: list[str] = []
+    tag_lines: list[int] = []
+    start = 0
+    n_columns: int | None = None
+    n_columns_line = 0
+
+    def flush() -> None:
+        nonlocal words, tags, tag_lines
+        if words:
+            examples.append(
+                TokenExample(
+                    words=words,
+                    tags=tags if tag_column is not None else None,
+                    source=str(resolved),
+                    line=start,
+                    tag_lines=tag_lines if tag_column is not None else None,
+                )
+            )
+        words, tags, tag_lines = [], [], []
+
+    for number, text in _decode_lines(resolved):
+        if not text.strip():
+            flush()
+            continue
+        columns = text.split("\t") if "\t" in text else text.split()
+        columns = [c.strip() for c in columns]
+        if columns[0] == DOCSTART:
+            flush()
+            continue
+        if n_columns is None:
+            n_columns, n_columns_line = len(columns), number
+            wanted = [token_column] + ([tag_column] if tag_column is not None else [])
+            if any(not -n_columns <= c < n_columns for c in wanted) or (tag_column is not None and n_columns < 2):
+                raise DataError(
+                    resolved, number,
+                    f"found {n_columns} column(s), too few for token column {token_column}"
+                    + (f" and tag column {tag_column}" if tag_column is not None else "")
+                    + "; check data.tag_column and that columns are tab or space separated",
+                )
+        elif len(columns) != n_columns:
+            raise DataError(
+                resolved, number,
+                f"found {len(columns)} column(s) where line {n_columns_line} has {n_columns}; "
+                "every token line needs the same columns (tab or space separated)",
+            )
+        if not words:
+            start = number
+        word = columns[token_column]
+        if not word:
+            raise DataError(resolved, number, "empty token; remove the line or fill in the token")
+        words.append(word)
+        if tag_column is not None:
+            tag = columns[tag_column]
+            if not tag:
+                raise DataError(resolved, number, "empty tag; every token needs a tag (use O for none)")
+            tags.append(tag)
+            tag_lines.append(number)
+    flush()
+    if not examples:
+        raise DataError(resolved, 1, "no sentences found; the file holds only blank or -DOCSTART- lines")
+    return examples
+
+
+def read_jsonl(path: str | Path, labelled: bool = True) -> list[TokenExample]:
+    """Read ``{"tokens": [...], "tags": [...]}`` records, one per line (``ner_tags`` accepted too)."""
+    resolved = _open_checked(path)
+    examples: list[TokenExample] = []
+    for number, text in _decode_lines(resolved):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(resolved, number, f"not valid JSON ({exc.msg}); one JSON object per line") from None
+        if not isinstance(record, dict):
+            raise DataError(resolved, number, "expected a JSON object like {\"tokens\": [...], \"tags\": [...]}")
+        words = record.get("tokens", record.get("words"))
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise DataError(resolved, number, "missing \"tokens\": a list of strings")
+        if not words:
+            raise DataError(resolved, number, "\"tokens\" is empty; drop the record or add tokens")
+        tags = record.get("tags", record.get("ner_tags"))
+        if labelled or tags is not None:
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                if labelled:
+                    raise DataError(resolved, number, "missing \"tags\": a list of tag strings, one per token")
+                tags = None
+            elif len(tags) != len(words):
+                raise DataError(
+                    resolved, number,
+                    f"{len(words)} tokens but {len(tags)} tags; give exactly one tag per token",
+                )
+        examples.append(
+            TokenExample(
+                words=list(words), tags=list(tags) if tags is not None else None, source=str(resolved),
+                line=number, tag_lines=[number] * len(words) if tags is not None else None,
+            )
+        )
+    if not examples:
+        raise DataError(resolved, 1, "no records found; the file holds only blank lines")
+    return examples
+
+
+def detect_format(path: str | Path) -> str:
+    suffix = Path(str(path)).suffix.lower()
+    return "jsonl" if suffix in {".jsonl", ".json", ".ndjson"} else "conll"
+
+
+def read_token_file(
+    path: str | Path,
+    format: str = "auto",
+    token_column: int = 0,
+    tag_column: int | None = -1,
+) -> list[TokenExample]:
+    """Read a labelled (or, with ``tag_column=None``, unlabelled) token file in either format."""
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt == "jsonl":
+        return read_jsonl(path, labelled=tag_column is not None)
+    if fmt == "conll":
+        return read_conll(path, token_column=token_column, tag_column=tag_column)
+    raise DataError(path, None, f"unknown format {fmt!r}; use conll or jsonl")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tag schemes
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """``"B-PER" -> ("B", "PER")``; ``"O" -> ("O", "")``; a bare ``"PER"`` (IO scheme) -> ("I", "PER")."""
+    if tag == "O":
+        return "O", ""
+    if len(tag) > 2 and tag[1] in "-_" and tag[0] in "BIESLU":
+        return tag[0], tag[2:]
+    return "I", tag
+
+
+def detect_scheme(sequences: Sequence[Sequence[str]]) -> str:
+    """Guess IOB1 / IOB2 / BIOES / IO from the prefixes and where entities start."""
+    prefixes = set()
+    starts_with_inside = False
+    for tags in sequences:
+        prev_prefix, prev_type = "O", ""
+        for tag in tags:
+            prefix, kind = split_tag(tag)
+            if tag != "O" and not (len(tag) > 2 and tag[1] in "-_"):
+                prefixes.add("bare")
+            prefixes.add(prefix)
+            if prefix == "I" and (prev_prefix == "O" or prev_type != kind):
+                starts_with_inside = True
+            prev_prefix, prev_type = prefix, kind
+    if prefixes & {"E", "S", "L", "U"}:
+        return "BIOES"
+    if "bare" in prefixes and "B" not in prefixes:
+        return "IO"
+    if starts_with_inside:
+        return "IOB1"
+    return "IOB2"
+
+
+def normalise_to_iob2(examples: list[TokenExample], scheme: str = "auto") -> SchemeReport:
+    """Rewrite every example's tags to IOB2 in place and say how many changed.
+
+    - BIOES/BILOU: S/U -> B, E/L -> I.
+    - IOB1 and IO: an I- tag that starts an entity (after O or another type) becomes B-.
+    - IOB2 input with such an I- (a common annotation slip) is repaired the same way and counted.
+    """
+    sequences = [ex.tags for ex in examples if ex.tags is not None]
+    detected = detect_scheme(sequences) if scheme == "auto" else scheme
+    report = SchemeReport(detected=detected)
+    for ex in examples:
+        if ex.tags is None:
+            continue
+        new_tags: list[str] = []
+        prev_prefix, prev_type = "O", ""
+        for position, tag in enumerate(ex.tags):
+            prefix, kind = split_tag(tag)
+            if prefix in {"S", "U"}:
+                prefix = "B"
+            elif prefix in {"E", "L"}:
+                prefix = "I"
+            if prefix == "I" and (prev_prefix == "O" or prev_type != kind):
+                prefix = "B"
+            fixed = "O" if prefix == "O" else f"{prefix}-{kind}"
+            if fixed != tag:
+                report.repaired += 1
+                if len(report.examples) < 5:
+                    line = ex.tag_lines[position] if ex.tag_lines else ex.line
+                    report.examples.append(f"{ex.source}:{line}: {tag} -> {fixed}")
+            new_tags.append(fixed)
+            prev_prefix, prev_type = prefix, kind
+        ex.tags = new_tags
+    # A file declared IOB2 whose tags needed no change is plain IOB2; counting format conversions
+    # (IOB1/BIOES -> IOB2) as repairs is intended: the user sees exactly how much was rewritten.
+    return report
+
+
+def check_known_tags(examples: list[TokenExample], known: Iterable[str]) -> None:
+    """Fail on the first tag that training never saw, naming its file and line."""
+    known_set = set(known)
+    for ex in examples:
+        if ex.tags is None:
+            continue
+        for position, tag in enumerate(ex.tags):
+            if tag not in known_set:
+                line = ex.tag_lines[position] if ex.tag_lines else ex.line
+                raise DataError(
+                    ex.source, line,
+                    f"tag {tag!r} was never seen in training (known: {', '.join(sorted(known_set))}); "
+                    "fix the tag or retrain with it",
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# Splitting
+
+
+def split_examples(examples: Sequence, ratios: Sequence[float], seed: int) -> list[list]:
+    """Shuffle with ``seed`` and cut into len(ratios) parts (e.g. 0.8/0.1/0.1). Deterministic."""
+    if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+        raise ValueError(f"split ratios must be non-negative and sum to 1, got {list(ratios)}")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    parts: list[list] = []
+    begin = 0
+    cumulative = 0.0
+    for i, ratio in enumerate(ratios):
+        cumulative += ratio
+        end = len(order) if i == len(ratios) - 1 else int(cumulative * len(order) + 0.5)
+        parts.append([examples[j] for j in order[begin:end]])
+        begin = end
+    return parts
+
+
+def write_conll(examples: Sequence[TokenExample], path: str | Path, tags: Sequence[Sequence[str]] | None = None) -> None:
+    """Write ``word<TAB>tag`` lines with a blank line between sentences (atomically)."""
+    from ..paths import atomic_write_text
+
+    lines: list[str] = []
+    for i, ex in enumerate(examples):
+        seq = tags[i] if tags is not None else ex.tags
+        for j, word in enumerate(ex.words):
+            lines.append(f"{word}\t{seq[j]}" if seq is not None else word)
+        lines.append("")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw text
+
+# The documented pre-tokenizer for raw text. In order of precedence:
+#   URLs, @mentions and #hashtags stay whole (tweets);
+#   each CJK character is its own word (Chinese is labelled per character);
+#   a run of letters/digits, with inner apostrophes or hyphens kept ("don't", "state-of-the-art");
+#   any other non-space character on its own (punctuation, emoji).
+PRETOKENIZER_PATTERN = (
+    r"https?://\S+|www\.\S+"
+    r"|[@#][\w_]+"
+    r"|[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
+    r"|[^\W_]+(?:['’\-][^\W_]+)*"
+    r"|\S"
+)
+
+
+def pretokenize(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Split raw text into words with (start, end) character offsets. See PRETOKENIZER_PATTERN."""
+    import regex
+
+    words, offsets = [], []
+    for match in regex.finditer(PRETOKENIZER_PATTERN, text):
+        words.append(match.group())
+        offsets.append(match.span())
+    return words, offsets
+
+
+def examples_from_texts(texts: Sequence[str], source: str = "<texts>", first_line: int = 1) -> list[TokenExample]:
+    examples = []
+    for i, text in enumerate(texts):
+        words, offsets = pretokenize(text)
+        examples.append(
+            TokenExample(words=words, source=source, line=first_line + i, text=text, offsets=offsets)
+        )
+    return examples
+
+
+def read_text_lines(path: str | Path) -> list[TokenExample]:
+    """One text per line; blank lines are kept as empty examples so output lines up with input."""
+    resolved = _open_checked(path)
+    texts = [text for _, text in _decode_lines(resolved)]
+    return examples_from_texts(texts, source=str(resolved))

@@ -1,0 +1,77 @@
+"""Loading tokenizers and models by hub name or local path, the same way for every architecture."""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+from .paths import resolve_path
+
+# Byte-level BPE tokenizers refuse pre-split words unless told that each word starts after a
+# space (the same list the run_ner example keeps).
+_PREFIX_SPACE_TYPES = {"roberta", "gpt2", "bloom", "longformer", "bart", "deberta", "mpnet", "xlm-roberta-xl"}
+
+
+def _model_type(path: str, revision: str | None, trust_remote_code: bool) -> str:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code).model_type
+    except OSError as exc:
+        raise ConfigError(
+            f"model.name_or_path: cannot load {path!r} ({str(exc).splitlines()[0]}); "
+            "give a local model folder or a hub name reachable from this machine"
+        ) from None
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve_path(name_or_path)
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if _model_type(path, revision, trust_remote_code) in _PREFIX_SPACE_TYPES:
+        kwargs["add_prefix_space"] = True
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    if not getattr(tokenizer, "is_fast", True):
+        raise ConfigError(
+            f"model.name_or_path: {name_or_path!r} has only a slow tokenizer; word alignment needs a fast "
+            "(Rust) tokenizer — convert it with tokenizers or pick a model that ships tokenizer.json"
+        )
+    if tokenizer.pad_token is None:
+        # Decoder models (GPT-2, Llama) ship without a pad token; padding positions are masked anyway.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_token_classifier(
+    name_or_path: str,
+    labels: list[str] | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """An ``AutoModelForTokenClassification``; with ``labels``, a fresh head sized for them."""
+    from transformers import AutoModelForTokenClassification
+
+    path = resolve_path(name_or_path)
+    kwargs: dict = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if labels is not None:
+        kwargs.update(
+            num_labels=len(labels),
+            id2label={i: t for i, t in enumerate(labels)},
+            label2id={t: i for i, t in enumerate(labels)},
+            ignore_mismatched_sizes=True,
+        )
+    # transformers prints a table of every head weight it had to create; for a fresh task head
+    # that is expected, so keep the output to one line of our own.
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForTokenClassification.from_pretrained(path, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if labels is not None and info.get("missing_keys"):
+        print(f"new task head for {len(labels)} labels: {', '.join(sorted(info['missing_keys']))}")
+    if getattr(model.config, "pad_token_id", None) is None:
+        eos = getattr(model.config, "eos_token_id", None)
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    return model

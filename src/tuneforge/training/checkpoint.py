@@ -1,0 +1,65 @@
+"""Resumable training state, written atomically.
+
+A checkpoint folder holds the trainable weights (safetensors), optimizer and scheduler state
+(``torch.save``; read back with ``weights_only=True``, so nothing is unpickled beyond tensors and
+plain containers), the RNG states and the loop's counters. It is written to a temporary folder
+and swapped in with one rename, so ``kill -9`` at any moment leaves either the previous complete
+checkpoint or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..paths import atomic_dir, recover_dir
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in names}
+
+
+def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict) -> None:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"cuda{i}"] = s
+    py_version, py_state, py_gauss = random.getstate()
+    state = dict(state, python_rng=[py_version, list(py_state), py_gauss])
+    with atomic_dir(Path(run_dir) / CHECKPOINT_DIR) as tmp:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(rng, str(tmp / "rng.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+
+
+def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> dict | None:
+    """Restore everything in place and return the loop state; None if there is no checkpoint."""
+    folder = recover_dir(Path(run_dir) / CHECKPOINT_DIR)
+    if folder is None or not (folder / "state.json").exists():
+        return None
+    weights = load_file(str(folder / "trainable.safetensors"))
+    missing = set(weights) - set(model.state_dict())
+    if missing:
+        raise RuntimeError(f"checkpoint in {folder} does not match the model (unexpected {sorted(missing)[:3]})")
+    model.load_state_dict(weights, strict=False)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    rng = load_file(str(folder / "rng.safetensors"))
+    torch.set_rng_state(rng["torch"])
+    if torch.cuda.is_available():
+        states = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda"))]
+        if states:
+            torch.cuda.set_rng_state_all(states)
+    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    version, py_state, gauss = state.pop("python_rng")
+    random.setstate((version, tuple(py_state), gauss))
+    return state

@@ -1,0 +1,100 @@
+"""Shared fixtures: a tiny WordPiece vocabulary and a tiny randomly initialised BERT, built here.
+
+Nothing is downloaded: the model folder is written by the test session itself.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WORDS = [
+    "the", "a", "in", "of", "to", "and", "is", "was", "at", "on", "new", "york", "john", "smith", "paris",
+    "london", "google", "apple", "went", "lives", "works", "city", "visited", "said", "today", "mary",
+    "berlin", "microsoft", "he", "she", "met", "from", "with", "##s", "##ed", "##ing",
+]
+CHINESE = list("我爱北京天安门上海是中国的城市张三在工作李四去了")
+
+
+def tiny_vocab() -> list[str]:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list(string.ascii_lowercase + string.digits) + list(".,!?'-@#:/")
+    pieces = ["##" + c for c in string.ascii_lowercase + string.digits]
+    return specials + chars + pieces + WORDS + CHINESE
+
+
+def build_tiny_bert(folder: Path, hidden: int = 32, layers: int = 2, max_positions: int = 128) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(tiny_vocab())}, do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(tiny_vocab()), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=hidden * 2, max_position_embeddings=max_positions,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_bert):
+    from tuneforge.models import load_tokenizer
+
+    return load_tokenizer(str(tiny_bert))
+
+
+NER_SENTENCES = [
+    ("john smith lives in new york", "B-PER I-PER O O B-LOC I-LOC"),
+    ("mary visited paris today", "B-PER O B-LOC O"),
+    ("google and apple met in london", "B-ORG O B-ORG O O B-LOC"),
+    ("she works at microsoft in berlin", "O O O B-ORG O B-LOC"),
+    ("he went to the city of paris", "O O O O O O B-LOC"),
+    ("john said the city was new", "B-PER O O O O O"),
+]
+
+
+def write_conll(path: Path, sentences=NER_SENTENCES) -> Path:
+    lines = []
+    for words, tags in sentences:
+        for w, t in zip(words.split(), tags.split()):
+            lines.append(f"{w}\t{t}")
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def ner_files(tmp_path) -> Path:
+    write_conll(tmp_path / "train.conll")
+    write_conll(tmp_path / "dev.conll")
+    write_conll(tmp_path / "test.conll")
+    return tmp_path
+
+
+def tiny_config(tiny_bert: Path, data_dir: Path, out: Path, **training) -> dict:
+    train = {"epochs": 40, "batch_size": 2, "learning_rate": 5e-3, "warmup_ratio": 0.0, "seed": 7, "progress": False}
+    train.update(training)
+    return {
+        "model": {"name_or_path": str(tiny_bert)},
+        "data": {"train": str(data_dir / "train.conll"), "dev": str(data_dir / "dev.conll"),
+                 "test": str(data_dir / "test.conll")},
+        "encoding": {"max_length": 32, "stride": 8},
+        "training": train,
+        "output_dir": str(out),
+    }

@@ -1,0 +1,153 @@
+"""End-to-end training on a tiny randomly initialised BERT built in the test."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import tuneforge
+from tuneforge.api import train
+
+from conftest import NER_SENTENCES, tiny_config
+
+
+@pytest.fixture(scope="module")
+def overfit_run(tiny_bert, tmp_path_factory):
+    from conftest import write_conll
+
+    data = tmp_path_factory.mktemp("data")
+    for name in ("train", "dev", "test"):
+        write_conll(data / f"{name}.conll")
+    cfg = tiny_config(tiny_bert, data, tmp_path_factory.mktemp("runs") / "overfit")
+    return train(cfg)
+
+
+def test_tiny_bert_overfits_to_entity_f1_one(overfit_run):
+    assert overfit_run.metrics["test"]["f1"] == 1.0
+    assert overfit_run.metrics["dev"]["f1"] == 1.0
+    run_dir = overfit_run.run_dir
+    for name in ("config.yaml", "metrics.json", "report.txt", "model/model.safetensors", "model/tuneforge.json"):
+        assert (run_dir / name).exists(), name
+    assert not (run_dir / "checkpoint").exists()
+    assert not list((run_dir / "model").glob("*.bin"))  # safetensors only
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["training"]["epochs"] == 40 and saved["model"]["trust_remote_code"] is False
+
+
+def test_predictions_on_raw_text_carry_spans_and_offsets(overfit_run):
+    model = tuneforge.load(overfit_run.run_dir)
+    (result,) = model.predict("John Smith lives in New York")
+    assert result["tags"] == ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC"]
+    assert [(e["type"], e["text"], e["start_char"], e["end_char"]) for e in result["entities"]] == [
+        ("PER", "John Smith", 0, 10), ("LOC", "New York", 20, 28)
+    ]
+    assert all(0 < e["confidence"] <= 1 for e in result["entities"])
+
+
+def test_save_load_round_trip_gives_identical_logits(overfit_run):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+    folder = overfit_run.run_dir / "model"
+    ours = tuneforge.load(overfit_run.run_dir)
+    plain = AutoModelForTokenClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    batch = tokenizer(["john smith lives in new york", "mary visited paris"], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        a = ours.model(**batch).logits
+        b = plain(**batch).logits
+        c = tuneforge.load(overfit_run.run_dir).model(**batch).logits
+    assert torch.equal(a, b) and torch.equal(a, c)
+    # the plain pipeline reads the same per-word argmax (every word here is one vocabulary entry)
+    tagger = pipeline("token-classification", model=plain, tokenizer=tokenizer, ignore_labels=[])
+    ours.decode = "argmax"
+    (mine,) = ours.predict([["john", "smith", "lives", "in", "new", "york"]])
+    assert [e["entity"] for e in tagger("john smith lives in new york")] == mine["tags"]
+
+
+def test_windowed_prediction_matches_and_covers_long_inputs(overfit_run):
+    model = tuneforge.load(overfit_run.run_dir)
+    words = "john smith lives in new york".split()
+    long_words = (words + ["and"]) * 12  # 84 words: needs several 32-token windows
+    (short,) = model.predict([words])
+    (long,) = model.predict([long_words])
+    assert len(long["tags"]) == len(long_words) == len(long["confidences"])
+    # fits in one window either way: identical predictions whatever the window size
+    model.max_length = 128
+    (wide,) = model.predict([words])
+    assert wide["tags"] == short["tags"] and wide["confidences"] == short["confidences"]
+
+
+def test_resume_after_interrupt_matches_uninterrupted(tiny_bert, ner_files, tmp_path):
+    base = tiny_config(tiny_bert, ner_files, tmp_path / "full", epochs=4, checkpoint_every_steps=2)
+    full = train(base)
+
+    cfg = dict(base, output_dir=str(tmp_path / "interrupted"))
+
+    def interrupt(step):
+        if step == 7:  # mid-epoch 3, after the step-6 checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=[interrupt])
+    assert (tmp_path / "interrupted" / "checkpoint" / "state.json").exists()
+    resumed = train(cfg, resume=True)
+    assert resumed.metrics["history"] == full.metrics["history"]
+    assert resumed.metrics["test"] == full.metrics["test"]
+    a = (tmp_path / "full" / "model" / "model.safetensors").read_bytes()
+    b = (tmp_path / "interrupted" / "model" / "model.safetensors").read_bytes()
+    assert a == b
+
+
+def test_resume_after_kill_9(tiny_bert, ner_files, tmp_path):
+    cfg = tiny_config(tiny_bert, ner_files, tmp_path / "killed", epochs=60, checkpoint_every_steps=1)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", str(config_file)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    resumed = train(cfg, resume=True)
+    reference = train(dict(cfg, output_dir=str(tmp_path / "reference")))
+    assert resumed.metrics["history"] == reference.metrics["history"]
+    assert resumed.metrics["test"] == reference.metrics["test"]
+
+
+def test_refuses_to_overwrite_a_run_without_flag(tiny_bert, ner_files, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "something").write_text("x")
+    with pytest.raises(tuneforge.TuneforgeError, match="not empty"):
+        train(tiny_config(tiny_bert, ner_files, tmp_path / "run", epochs=1))
+
+
+def test_viterbi_never_emits_invalid_iob2():
+    from tuneforge.tasks.token_classification import allowed_transitions, decode
+
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        logits = rng.normal(size=(rng.integers(1, 12), len(labels))) * 3
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        tags = decode(logp, labels, "viterbi", allowed_transitions(labels)).tags
+        prev = "O"
+        for t in tags:
+            if t.startswith("I-"):
+                assert prev in (f"B-{t[2:]}", t)
+            prev = t
+        argmax = [labels[k] for k in logp.argmax(-1)]
+        valid = all(not t.startswith("I-") or p in (f"B-{t[2:]}", t) for p, t in zip(["O"] + argmax, argmax))
+        if valid:
+            assert tags == argmax
