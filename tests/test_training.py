@@ -1,7 +1,6 @@
 """End-to-end training on a tiny randomly initialised BERT built in the test."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import yaml
 import tuneforge
 from tuneforge.api import train
 
-from conftest import NER_SENTENCES, tiny_config
+from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,12 @@ from .data.readers import (
 from .errors import ConfigError, TuneforgeError
 from .methods import count_parameters, get_method
 from .models import load_token_classifier, load_tokenizer
-from .paths import atomic_dir, atomic_write_text
+from .artifacts import MODEL_DIR, load_model, save_model
+from .paths import atomic_write_text
 from .tasks import token_classification as tc
 from .training.checkpoint import CHECKPOINT_DIR
 from .training.loop import resolve_precision, train_loop
 
-MODEL_DIR = "model"
-META_FILE = "tuneforge.json"
 
 
 @dataclass
@@ -166,14 +165,9 @@ def train(
         return tc.evaluate_predictions(splits["dev"], preds)
 
     def save_best(current_model) -> None:
-        with atomic_dir(run_dir / MODEL_DIR) as tmp:
-            method.save(current_model, tmp)
-            tokenizer.save_pretrained(tmp)
-            meta = {
-                "task": cfg.task.type, "labels": labels, "max_length": enc.max_length, "stride": enc.stride,
-                "decode": cfg.task.decode, "method": method.name,
-            }
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        meta = {"task": cfg.task.type, "labels": labels, "max_length": enc.max_length, "stride": enc.stride,
+                "decode": cfg.task.decode}
+        save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta)
 
     result = train_loop(
         model, windows, [len(w.input_ids) for w in windows], Collator(tokenizer.pad_token_id), cfg.training,
@@ -274,21 +268,8 @@ class TokenClassifier:
         ]
 
 
-def _model_folder(run: str | Path) -> Path:
-    run = Path(run)
-    for candidate in (run / MODEL_DIR, run):
-        if (candidate / META_FILE).exists():
-            return candidate
-    raise TuneforgeError(f"{run}: no trained model here (expected {run / MODEL_DIR / META_FILE}); give a run folder")
-
-
 def load(run: str | Path, device: str | None = None, precision: str = "auto") -> TokenClassifier:
-    folder = _model_folder(run)
-    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    tokenizer = load_tokenizer(str(folder))
-    model = load_token_classifier(str(folder))
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(target).eval()
+    model, tokenizer, meta = load_model(run, device)
     return TokenClassifier(model, tokenizer, meta, precision)
 
 

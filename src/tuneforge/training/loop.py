@@ -70,12 +70,14 @@ def train_loop(
     save_best: Callable[[object], None],
     resume: bool = False,
     on_step: Sequence[Callable[[int], None]] = (),
+    compute_loss: Callable[[object, dict], torch.Tensor] | None = None,
 ) -> LoopResult:
     """Train ``model`` on ``train_items``; ``evaluate(model)`` returns dev metrics with an ``f1`` key.
 
     The best model by dev F1 is handed to ``save_best`` (every epoch when there is no dev set).
     With ``resume``, training continues from ``run_dir/checkpoint`` and ends exactly where an
-    uninterrupted run with the same seed would.
+    uninterrupted run with the same seed would. ``compute_loss(model, batch)`` replaces the
+    model's own loss when a task needs another (class weights, say).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -135,7 +137,7 @@ def train_loop(
             n_tokens = batch.pop("n_tokens")
             n_tokens = int(n_tokens.sum()) if torch.is_tensor(n_tokens) else int(n_tokens)
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = compute_loss(model, batch) if compute_loss else model(**batch).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
