@@ -24,5 +24,16 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q --durations=10
 
+# Side-by-side benchmarks against the Trainer recipe and the pipeline; writes benchmarks/RESULTS.md.
+$(VENV)/.bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[test,demo,bench]"
+	touch $@
+
+bench: $(VENV)/.bench
+	$(PY) benchmarks/run.py
+
+bench-quick: $(VENV)/.bench
+	$(PY) benchmarks/run.py --quick
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

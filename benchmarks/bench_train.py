@@ -46,7 +46,8 @@ def one_run(system: str, seed: int, epochs: int, batch_size: int, lr: float, max
         result = tuneforge.train(cfg, overwrite=True)
         training = result.metrics["training"]
         record.update(train_seconds=training["seconds"], train_samples=training["samples"],
-                      train_tokens=training["tokens"], test_f1=result.metrics["test"]["f1"])
+                      train_tokens=training["tokens"], test_f1=result.metrics["test"]["f1"],
+                      precision=training["precision"])
         pred = [line.split("\t")[2] for line in (result.run_dir / "test_predictions.tsv").read_text().splitlines() if line]
         it = iter(pred)
         pred_tags = [[next(it) for _ in seq] for seq in gold]

@@ -97,3 +97,10 @@ def test_collator_pads_to_batch_longest(tiny_tokenizer):
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert batch["n_tokens"] == 8
     assert batch["labels"][0].tolist() == [IGNORE_INDEX, 1, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]
+
+
+def test_last_subword_position_for_causal_models(tiny_tokenizer):
+    ex = TokenExample(words=["xyz", "paris"], tags=["B-PER", "B-LOC"])
+    (window,), _ = encode_examples([ex], tiny_tokenizer, LABELS, 32, 4, label_position="last")
+    assert window.labels == [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 1, 3, IGNORE_INDEX]
+    assert window.owned_positions == {0: 3, 1: 4}

@@ -32,7 +32,7 @@ from .data.readers import (
 )
 from .errors import ConfigError, TuneforgeError
 from .methods import count_parameters, get_method
-from .models import load_token_classifier, load_tokenizer
+from .models import is_causal_model, load_token_classifier, load_tokenizer
 from .artifacts import MODEL_DIR, load_model, save_model
 from .paths import atomic_write_text
 from .tasks import token_classification as tc
@@ -147,8 +147,12 @@ def train(
     trainable, total = count_parameters(model)
 
     enc = cfg.encoding
+    label_position = enc.label_position
+    if label_position == "auto":
+        causal = is_causal_model(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
+        label_position = "last" if causal else "first"
     windows, stats = encode_examples(
-        splits["train"], tokenizer, label2id, enc.max_length, enc.stride, enc.label_all_subwords
+        splits["train"], tokenizer, label2id, enc.max_length, enc.stride, enc.label_all_subwords, label_position
     )
     data_report["encoding"] = stats.describe()
     print(f"data: {data_report['sentences']} sentences; {stats.describe()}")
@@ -160,13 +164,13 @@ def train(
     def evaluate_dev(current_model) -> dict:
         preds = tc.predict_examples(
             current_model, tokenizer, splits["dev"], labels, enc.max_length, enc.stride,
-            cfg.training.eval_batch_size, cfg.task.decode, precision,
+            cfg.training.eval_batch_size, cfg.task.decode, precision, label_position,
         )
         return tc.evaluate_predictions(splits["dev"], preds)
 
     def save_best(current_model) -> None:
         meta = {"task": cfg.task.type, "labels": labels, "max_length": enc.max_length, "stride": enc.stride,
-                "decode": cfg.task.decode}
+                "decode": cfg.task.decode, "label_position": label_position}
         save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta)
 
     result = train_loop(
@@ -193,7 +197,7 @@ def train(
             "samples_per_second": result.train_samples / result.train_seconds if result.train_seconds else None,
             "tokens_per_second": result.train_tokens / result.train_seconds if result.train_seconds else None,
             "peak_rss_mb": round(result.peak_rss_mb, 1),
-            "precision": precision,
+            "precision": result.precision,
         },
     }
     report_parts = []
@@ -234,12 +238,13 @@ class TokenClassifier:
         self.max_length: int = meta["max_length"]
         self.stride: int = meta["stride"]
         self.decode: str = meta.get("decode", "viterbi")
+        self.label_position: str = meta.get("label_position", "first")
         self.precision = resolve_precision(precision, next(model.parameters()).device)
 
     def predict_examples(self, examples: Sequence[TokenExample], batch_size: int = 64):
         return tc.predict_examples(
             self.model, self.tokenizer, examples, self.labels, self.max_length, self.stride,
-            batch_size, self.decode, self.precision,
+            batch_size, self.decode, self.precision, self.label_position,
         )
 
     def predict(self, inputs, batch_size: int = 64) -> list[dict]:

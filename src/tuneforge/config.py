@@ -53,6 +53,9 @@ class EncodingConfig(_Strict):
     max_length: int = Field(default=128, ge=8, description="tokens per window, special tokens included")
     stride: int = Field(default=32, ge=0, description="tokens shared by consecutive windows of a long input")
     label_all_subwords: bool = False
+    label_position: Literal["auto", "first", "last"] = Field(
+        default="auto", description="sub-word a word is labelled on: auto = last for decoder models, else first"
+    )
 
     @model_validator(mode="after")
     def _check_stride(self) -> "EncodingConfig":

@@ -75,3 +75,14 @@ def load_token_classifier(
         eos = getattr(model.config, "eos_token_id", None)
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
     return model
+
+
+def is_causal_model(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> bool:
+    """Decoder-only models (GPT-2, Llama, …): they have a causal-LM head and no masked-LM head."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = _model_type(resolve_path(name_or_path), revision, trust_remote_code)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES

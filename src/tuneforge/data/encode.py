@@ -111,10 +111,10 @@ def window_spans(n_tokens: int, budget: int, stride: int) -> list[tuple[int, int
         start += step
 
 
-def assign_owners(first_positions: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[int]:
-    """For each word (by its first sub-word position), the window that sees it with most context."""
+def assign_owners(anchor_positions: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[int]:
+    """For each word (by its anchor sub-word position), the window that sees it with most context."""
     owners = []
-    for pos in first_positions:
+    for pos in anchor_positions:
         best, best_margin = -1, -1
         for w, (start, end) in enumerate(spans):
             if start <= pos < end:
@@ -132,8 +132,14 @@ def encode_examples(
     max_length: int,
     stride: int,
     label_all_subwords: bool = False,
+    label_position: str = "first",
 ) -> tuple[list[Window], EncodeStats]:
-    """Turn examples (``.words``, optional ``.tags``) into windows ready to batch."""
+    """Turn examples (``.words``, optional ``.tags``) into windows ready to batch.
+
+    ``label_position`` is the sub-word a word's tag is trained on and read from: ``first`` for
+    encoders; ``last`` for causal (decoder) models, whose first piece of a word cannot see the rest
+    of it (GPT-2's first piece is often a bare space marker).
+    """
     prefix, suffix = special_token_template(tokenizer)
     budget = max_length - len(prefix) - len(suffix)
     if budget <= stride:
@@ -144,15 +150,15 @@ def encode_examples(
     windows: list[Window] = []
     for index, (ex, (ids, word_ids)) in enumerate(zip(examples, tokenized)):
         stats.subword_tokens += len(ids)
-        first_positions: dict[int, int] = {}
+        anchors: dict[int, int] = {}  # word -> position its tag is trained on and read from
         for pos, w in enumerate(word_ids):
-            if w is not None and w not in first_positions:
-                first_positions[w] = pos
+            if w is not None and (label_position == "last" or w not in anchors):
+                anchors[w] = pos
         spans = window_spans(len(ids), budget, stride)
         if len(spans) > 1:
             stats.split_examples += 1
-        words_in_order = sorted(first_positions)
-        owners = assign_owners([first_positions[w] for w in words_in_order], spans)
+        words_in_order = sorted(anchors)
+        owners = assign_owners([anchors[w] for w in words_in_order], spans)
         owner_of = dict(zip(words_in_order, owners))
         tag_ids = None
         if label2id is not None and getattr(ex, "tags", None) is not None:
@@ -164,11 +170,11 @@ def encode_examples(
                 word = word_ids[pos]
                 label = IGNORE_INDEX
                 if owner_of[word] == w_index:
-                    is_first = first_positions[word] == pos
-                    if is_first:
+                    is_anchor = anchors[word] == pos
+                    if is_anchor:
                         owned[word] = len(prefix) + pos - start
-                    if tag_ids is not None and (is_first or label_all_subwords):
-                        label = tag_ids[word] if is_first else continuation.get(tag_ids[word], tag_ids[word])
+                    if tag_ids is not None and (is_anchor or label_all_subwords):
+                        label = tag_ids[word] if is_anchor else continuation.get(tag_ids[word], tag_ids[word])
                 labels.append(label)
             labels += [IGNORE_INDEX] * len(suffix)
             windows.append(

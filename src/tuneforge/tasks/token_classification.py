@@ -131,11 +131,12 @@ def predict_examples(
     batch_size: int = 64,
     decode_mode: str = "viterbi",
     precision: str = "fp32",
+    label_position: str = "first",
 ) -> list[WordPredictions]:
     """Word-level tags for every example (empty examples get empty predictions)."""
     nonempty = [i for i, ex in enumerate(examples) if ex.words]
     subset = [examples[i] for i in nonempty]
-    windows, _ = encode_examples(subset, tokenizer, None, max_length, stride)
+    windows, _ = encode_examples(subset, tokenizer, None, max_length, stride, label_position=label_position)
     logps = word_logprobs(
         model, windows, len(subset), [len(ex.words) for ex in subset], tokenizer.pad_token_id,
         batch_size=batch_size, precision=precision,

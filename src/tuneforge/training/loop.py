@@ -33,13 +33,35 @@ class LoopResult:
     train_samples: int = 0
     train_tokens: int = 0
     peak_rss_mb: float = 0.0
+    precision: str = "fp32"
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` means bf16 autocast on a GPU that supports it, fp32 elsewhere (measured on CPU in benchmarks/)."""
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 matrix instructions (AVX512-BF16 or AMX), where oneDNN runs bf16 GEMMs natively."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device, for_training: bool = False) -> str:
+    """What ``auto`` means, by measurement (benchmarks/RESULTS.md):
+
+    - GPU with bf16 support: bf16 autocast, for training and inference;
+    - CPU with native bf16 (AVX512-BF16/AMX): bf16 autocast for training (faster steps, same F1),
+      fp32 for inference, so predictions match an fp32 ``transformers`` pipeline word for word;
+    - anything else: fp32.
+    """
     if precision != "auto":
         return precision
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if for_training and device.type == "cpu" and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
 
@@ -87,7 +109,7 @@ def train_loop(
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     probe = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve_precision(cfg.precision, probe)
+    precision = resolve_precision(cfg.precision, probe, for_training=True)
     accelerator = Accelerator(
         mixed_precision="bf16" if precision == "bf16" else "no",
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -218,6 +240,7 @@ def train_loop(
         train_samples=state["train_samples"],
         train_tokens=state["train_tokens"],
         peak_rss_mb=peak_rss_mb(),
+        precision=precision,
     )
 
 
