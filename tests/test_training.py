@@ -104,6 +104,27 @@ def test_resume_after_interrupt_matches_uninterrupted(tiny_bert, ner_files, tmp_
     assert a == b
 
 
+def test_resume_mid_epoch_matches_uninterrupted(tiny_bert, ner_files, tmp_path):
+    # 6 sentences, batch 2: 3 steps an epoch. Checkpoint every step, stop at step 5 (epoch 2, step 2):
+    # the resumed run restarts from the step-4 checkpoint, one step into epoch 2.
+    base = tiny_config(tiny_bert, ner_files, tmp_path / "full", epochs=3, checkpoint_every_steps=1)
+    full = train(base)
+    cfg = dict(base, output_dir=str(tmp_path / "interrupted"))
+
+    def interrupt(step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=[interrupt])
+    state = json.loads((tmp_path / "interrupted" / "checkpoint" / "state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
+    resumed = train(cfg, resume=True)
+    assert resumed.metrics["history"] == full.metrics["history"]
+    a = (tmp_path / "full" / "model" / "model.safetensors").read_bytes()
+    assert a == (tmp_path / "interrupted" / "model" / "model.safetensors").read_bytes()
+
+
 def test_resume_after_kill_9(tiny_bert, ner_files, tmp_path):
     cfg = tiny_config(tiny_bert, ner_files, tmp_path / "killed", epochs=60, checkpoint_every_steps=1)
     config_file = tmp_path / "config.yaml"

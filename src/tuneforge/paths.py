@@ -59,6 +59,8 @@ def atomic_dir(final: str | Path):
 def recover_dir(final: str | Path) -> Path | None:
     """Return ``final`` if complete, else the ``.old`` copy an interrupted swap left, else None."""
     final = Path(final)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):  # a write that a kill cut short
+        _rmtree(stale)
     if final.exists():
         return final
     old = final.with_name(final.name + ".old")

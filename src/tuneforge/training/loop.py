@@ -144,8 +144,11 @@ def train_loop(
     while state["epoch"] < cfg.epochs and not state["done"]:
         epoch = state["epoch"]
         batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
+        # A private generator: starting a DataLoader iterator otherwise draws a seed from the global
+        # RNG, which would shift every dropout mask after a mid-epoch resume.
         loader = accelerator.prepare(
-            DataLoader(train_items, batch_sampler=batches, collate_fn=collate)
+            DataLoader(train_items, batch_sampler=batches, collate_fn=collate,
+                       generator=torch.Generator().manual_seed(cfg.seed + epoch))
         )
         if state["step_in_epoch"]:
             loader = accelerator.skip_first_batches(loader, state["step_in_epoch"])
