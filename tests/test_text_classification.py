@@ -459,3 +459,22 @@ def test_cli_train_eval_predict(bert64, tmp_path, capsys):
     bad.write_text("text,label\nhello,travel\n,chat\n", encoding="utf-8")
     assert main(["train", str(config), "--set", f"data.train={bad}", "--overwrite"]) == 2
     assert f"{bad}:3: empty text" in capsys.readouterr().err
+
+
+def test_resume_after_interrupt_matches_uninterrupted(tiny_bert, tmp_path):
+    data = write_jsonl(tmp_path / "types.jsonl", [{"text": t, "labels": labels} for t, labels in ENTITY_TYPES])
+    base = text_config(tiny_bert, data, tmp_path / "full", task={"multi_label": True}, epochs=4, batch_size=2)
+    full = train(base)
+    cfg = dict(base, output_dir=str(tmp_path / "interrupted"))
+
+    def interrupt(step):
+        if step == 10:  # mid-epoch 3 (4 batches an epoch), after the end-of-epoch-2 checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=[interrupt])
+    resumed = train(cfg, resume=True)
+    assert resumed.metrics["history"] == full.metrics["history"]
+    assert resumed.metrics["test"] == full.metrics["test"] and resumed.metrics["thresholds"] == full.metrics["thresholds"]
+    a = (tmp_path / "full" / "model" / "model.safetensors").read_bytes()
+    assert a == (tmp_path / "interrupted" / "model" / "model.safetensors").read_bytes()

@@ -51,7 +51,10 @@ def load_model(run: str | Path, device: str | None = None):
     folder = find_model_folder(run)
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(str(folder))
-    model = MODEL_LOADERS[meta.get("task", "token_classification")](str(folder))
+    task = meta.get("task", "token_classification")
+    if task not in MODEL_LOADERS:
+        raise TuneforgeError(f"{folder / META_FILE}: unknown task {task!r}; this tuneforge knows {', '.join(MODEL_LOADERS)}")
+    model = MODEL_LOADERS[task](str(folder))
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(target).eval()
     return model, tokenizer, meta
