@@ -61,6 +61,27 @@ def _read_split(cfg: Config, path: str, labelled: bool = True) -> list[TokenExam
     )
 
 
+def _read_splits(cfg: Config, read) -> tuple[dict[str, list], dict]:
+    """train/dev/test by ``read(path)``: given files, or ``train`` cut by ``data.split`` with its seed."""
+    train = read(cfg.data.train)
+    report: dict = {"train_file": train[0].source if train else cfg.data.train}
+    if cfg.data.split is not None:
+        train, dev, test = split_examples(train, cfg.data.split, cfg.data.split_seed)
+        report["split"] = {"ratios": list(cfg.data.split), "seed": cfg.data.split_seed}
+    else:
+        dev = read(cfg.data.dev) if cfg.data.dev else []
+        test = read(cfg.data.test) if cfg.data.test else []
+    return {"train": train, "dev": dev, "test": test}, report
+
+
+def _cut_train(cfg: Config, splits: dict, report: dict) -> None:
+    """``data.max_train_examples``: train on the first N, after the labels were taken from all of them."""
+    train = splits["train"]
+    if cfg.data.max_train_examples is not None and len(train) > cfg.data.max_train_examples:
+        report["train_truncated_from"] = len(train)
+        splits["train"] = train[: cfg.data.max_train_examples]
+
+
 def _read_text_split(cfg: Config, path: str) -> list[TextExample]:
     d = cfg.data
     return read_text_file(
@@ -76,15 +97,8 @@ def prepare_data(cfg: Config) -> tuple[dict[str, list], list[str], dict]:
     """
     if cfg.task.type == "text_classification":
         return _prepare_text_data(cfg)
-    train = _read_split(cfg, cfg.data.train)
-    report: dict = {"train_file": train[0].source if train else cfg.data.train}
-    if cfg.data.split is not None:
-        train, dev, test = split_examples(train, cfg.data.split, cfg.data.split_seed)
-        report["split"] = {"ratios": list(cfg.data.split), "seed": cfg.data.split_seed}
-    else:
-        dev = _read_split(cfg, cfg.data.dev) if cfg.data.dev else []
-        test = _read_split(cfg, cfg.data.test) if cfg.data.test else []
-    splits = {"train": train, "dev": dev, "test": test}
+    splits, report = _read_splits(cfg, lambda path: _read_split(cfg, path))
+    train = splits["train"]
     for name, examples in splits.items():
         if examples:
             scheme = normalise_to_iob2(examples, cfg.data.scheme)
@@ -94,25 +108,15 @@ def prepare_data(cfg: Config) -> tuple[dict[str, list], list[str], dict]:
     labels = tc.label_list(train)
     for name in ("dev", "test"):
         check_known_tags(splits[name], labels)
-    if cfg.data.max_train_examples is not None and len(train) > cfg.data.max_train_examples:
-        report["train_truncated_from"] = len(train)
-        splits["train"] = train[: cfg.data.max_train_examples]
+    _cut_train(cfg, splits, report)
     report["sentences"] = {name: len(ex) for name, ex in splits.items()}
     report["words"] = {name: sum(len(e.words) for e in ex) for name, ex in splits.items()}
     return splits, labels, report
 
 
 def _prepare_text_data(cfg: Config) -> tuple[dict[str, list[TextExample]], list[str], dict]:
-    train = _read_text_split(cfg, cfg.data.train)
-    report: dict = {"train_file": train[0].source}
-    if cfg.data.split is not None:
-        train, dev, test = split_examples(train, cfg.data.split, cfg.data.split_seed)
-        report["split"] = {"ratios": list(cfg.data.split), "seed": cfg.data.split_seed}
-    else:
-        dev = _read_text_split(cfg, cfg.data.dev) if cfg.data.dev else []
-        test = _read_text_split(cfg, cfg.data.test) if cfg.data.test else []
-    splits = {"train": train, "dev": dev, "test": test}
-    labels = txc.label_list(train)
+    splits, report = _read_splits(cfg, lambda path: _read_text_split(cfg, path))
+    labels = txc.label_list(splits["train"])
     if len(labels) < 2 and not cfg.task.multi_label:
         raise TuneforgeError(
             f"{report['train_file']}: the training data has {len(labels)} label(s) ({', '.join(labels)}); "
@@ -120,9 +124,7 @@ def _prepare_text_data(cfg: Config) -> tuple[dict[str, list[TextExample]], list[
         )
     for name in ("dev", "test"):
         check_known_labels(splits[name], labels)
-    if cfg.data.max_train_examples is not None and len(train) > cfg.data.max_train_examples:
-        report["train_truncated_from"] = len(train)
-        splits["train"] = train[: cfg.data.max_train_examples]
+    _cut_train(cfg, splits, report)
     report["texts"] = {name: len(ex) for name, ex in splits.items()}
     report["label_counts"] = {
         name: {label: sum(label in (e.labels or []) for e in ex) for label in labels} for name, ex in splits.items()
