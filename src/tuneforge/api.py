@@ -331,7 +331,8 @@ def _train_text_classifier(cfg: Config, run_dir: Path, resume: bool, on_step: Se
                 title=f"{name}: rows gold, columns predicted",
             )
         if name == "test":
-            txc.write_predictions_jsonl(run_dir / "test_predictions.jsonl", splits[name], predictor.predict(splits[name]))
+            rows = predictor.describe(splits[name], probabilities)
+            txc.write_predictions_jsonl(run_dir / "test_predictions.jsonl", splits[name], rows)
     return _finish_run(run_dir, metrics, report_parts)
 
 

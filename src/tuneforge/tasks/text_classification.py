@@ -240,6 +240,10 @@ class TextClassifier:
         probabilities = np.zeros((len(examples), len(self.labels)), dtype=np.float32)
         if present:
             probabilities[present] = self.predict_proba([examples[i] for i in present], batch_size)
+        return self.describe(examples, probabilities)
+
+    def describe(self, examples: Sequence[TextExample], probabilities: np.ndarray) -> list[dict]:
+        """Prediction rows for texts whose probabilities are already computed."""
         decisions = decide(probabilities, self.multi_label, self.meta.get("thresholds"))
         results = []
         for ex, probs, decision in zip(examples, probabilities, decisions):
