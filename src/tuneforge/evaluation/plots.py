@@ -18,6 +18,18 @@ def save_confusion_matrix_png(matrix: Sequence[Sequence[int]], labels: Sequence[
 
     counts = np.asarray(matrix)
     size = max(3.0, 0.6 * len(labels) + 1.5)
+    # Chinese/Japanese label names need a CJK font; matplotlib falls back along this list glyph by glyph
+    fonts = {"font.sans-serif": CJK_FONTS + list(matplotlib.rcParams["font.sans-serif"])}
+    with matplotlib.rc_context(fonts):
+        _draw(plt, np, counts, labels, path, title, size)
+
+
+# tried in order for label names; whichever is installed first wins, DejaVu Sans (Latin) stays last
+CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei",
+             "Microsoft YaHei", "PingFang SC"]
+
+
+def _draw(plt, np, counts, labels, path, title, size) -> None:
     fig, ax = plt.subplots(figsize=(size + 1, size))
     try:
         image = ax.imshow(counts, cmap="Blues")
