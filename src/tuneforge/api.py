@@ -21,24 +21,28 @@ from typing import Sequence
 import torch
 
 from .config import Config, config_from_dict, load_config
-from .data.encode import Collator, encode_examples
+from .data.encode import Collator, SequenceCollator, encode_examples, encode_texts
 from .data.readers import (
+    TextExample,
     TokenExample,
+    check_known_labels,
     check_known_tags,
     examples_from_texts,
     normalise_to_iob2,
+    read_text_file,
     read_token_file,
     split_examples,
 )
 from .errors import ConfigError, TuneforgeError
 from .methods import count_parameters, get_method
-from .models import is_causal_model, load_token_classifier, load_tokenizer
+from .models import is_causal_model, load_sequence_classifier, load_token_classifier, load_tokenizer
 from .artifacts import MODEL_DIR, load_model, save_model
 from .paths import atomic_write_text
+from .tasks import text_classification as txc
 from .tasks import token_classification as tc
+from .tasks.text_classification import TextClassifier
 from .training.checkpoint import CHECKPOINT_DIR
 from .training.loop import resolve_precision, train_loop
-
 
 
 @dataclass
@@ -57,21 +61,44 @@ def _read_split(cfg: Config, path: str, labelled: bool = True) -> list[TokenExam
     )
 
 
-def prepare_data(cfg: Config) -> tuple[dict[str, list[TokenExample]], list[str], dict]:
-    """Read, split and normalise the data; returns the splits, the label list and a report.
-
-    The labels come from the whole training portion, before any ``max_train_examples`` cut, so a
-    quick run on a slice still knows every tag that dev and test use.
-    """
-    train = _read_split(cfg, cfg.data.train)
+def _read_splits(cfg: Config, read) -> tuple[dict[str, list], dict]:
+    """train/dev/test by ``read(path)``: given files, or ``train`` cut by ``data.split`` with its seed."""
+    train = read(cfg.data.train)
     report: dict = {"train_file": train[0].source if train else cfg.data.train}
     if cfg.data.split is not None:
         train, dev, test = split_examples(train, cfg.data.split, cfg.data.split_seed)
         report["split"] = {"ratios": list(cfg.data.split), "seed": cfg.data.split_seed}
     else:
-        dev = _read_split(cfg, cfg.data.dev) if cfg.data.dev else []
-        test = _read_split(cfg, cfg.data.test) if cfg.data.test else []
-    splits = {"train": train, "dev": dev, "test": test}
+        dev = read(cfg.data.dev) if cfg.data.dev else []
+        test = read(cfg.data.test) if cfg.data.test else []
+    return {"train": train, "dev": dev, "test": test}, report
+
+
+def _cut_train(cfg: Config, splits: dict, report: dict) -> None:
+    """``data.max_train_examples``: train on the first N, after the labels were taken from all of them."""
+    train = splits["train"]
+    if cfg.data.max_train_examples is not None and len(train) > cfg.data.max_train_examples:
+        report["train_truncated_from"] = len(train)
+        splits["train"] = train[: cfg.data.max_train_examples]
+
+
+def _read_text_split(cfg: Config, path: str) -> list[TextExample]:
+    d = cfg.data
+    return read_text_file(
+        path, d.format, d.text_column, d.label_column, d.text_pair_column, cfg.task.multi_label, d.label_separator
+    )
+
+
+def prepare_data(cfg: Config) -> tuple[dict[str, list], list[str], dict]:
+    """Read, split and normalise the data; returns the splits, the label list and a report.
+
+    The labels come from the whole training portion, before any ``max_train_examples`` cut, so a
+    quick run on a slice still knows every label that dev and test use.
+    """
+    if cfg.task.type == "text_classification":
+        return _prepare_text_data(cfg)
+    splits, report = _read_splits(cfg, lambda path: _read_split(cfg, path))
+    train = splits["train"]
     for name, examples in splits.items():
         if examples:
             scheme = normalise_to_iob2(examples, cfg.data.scheme)
@@ -81,11 +108,27 @@ def prepare_data(cfg: Config) -> tuple[dict[str, list[TokenExample]], list[str],
     labels = tc.label_list(train)
     for name in ("dev", "test"):
         check_known_tags(splits[name], labels)
-    if cfg.data.max_train_examples is not None and len(train) > cfg.data.max_train_examples:
-        report["train_truncated_from"] = len(train)
-        splits["train"] = train[: cfg.data.max_train_examples]
+    _cut_train(cfg, splits, report)
     report["sentences"] = {name: len(ex) for name, ex in splits.items()}
     report["words"] = {name: sum(len(e.words) for e in ex) for name, ex in splits.items()}
+    return splits, labels, report
+
+
+def _prepare_text_data(cfg: Config) -> tuple[dict[str, list[TextExample]], list[str], dict]:
+    splits, report = _read_splits(cfg, lambda path: _read_text_split(cfg, path))
+    labels = txc.label_list(splits["train"])
+    if len(labels) < 2 and not cfg.task.multi_label:
+        raise TuneforgeError(
+            f"{report['train_file']}: the training data has {len(labels)} label(s) ({', '.join(labels)}); "
+            "a classifier needs at least two"
+        )
+    for name in ("dev", "test"):
+        check_known_labels(splits[name], labels)
+    _cut_train(cfg, splits, report)
+    report["texts"] = {name: len(ex) for name, ex in splits.items()}
+    report["label_counts"] = {
+        name: {label: sum(label in (e.labels or []) for e in ex) for label in labels} for name, ex in splits.items()
+    }
     return splits, labels, report
 
 
@@ -136,7 +179,43 @@ def train(
             )
     _prepare_run_dir(run_dir, resume, overwrite)
     atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    if cfg.task.type == "text_classification":
+        return _train_text_classifier(cfg, run_dir, resume, on_step)
+    return _train_token_classifier(cfg, run_dir, resume, on_step)
 
+
+def _run_metrics(cfg: Config, method, trainable: int, total: int, result, data_report: dict) -> dict:
+    """The part of metrics.json every task writes: what ran, how it went, how fast."""
+    return {
+        "task": cfg.task.type,
+        "model": cfg.model.name_or_path,
+        "method": method.name,
+        "parameters": {"trainable": trainable, "total": total},
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "history": result.history,
+        "data": data_report,
+        "training": {
+            "seconds": round(result.train_seconds, 3),
+            "samples": result.train_samples,
+            "tokens": result.train_tokens,
+            "samples_per_second": result.train_samples / result.train_seconds if result.train_seconds else None,
+            "tokens_per_second": result.train_tokens / result.train_seconds if result.train_seconds else None,
+            "peak_rss_mb": round(result.peak_rss_mb, 1),
+            "precision": result.precision,
+        },
+    }
+
+
+def _finish_run(run_dir: Path, metrics: dict, report_parts: list[str]) -> RunResult:
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False))
+    atomic_write_text(run_dir / "report.txt", "\n".join(report_parts))
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    return RunResult(run_dir=run_dir, metrics=metrics)
+
+
+def _train_token_classifier(cfg: Config, run_dir: Path, resume: bool, on_step: Sequence) -> RunResult:
     splits, labels, data_report = prepare_data(cfg)
     label2id = {t: i for i, t in enumerate(labels)}
     torch.manual_seed(cfg.training.seed)  # the new head's initialisation is part of the seed's promise
@@ -180,26 +259,7 @@ def train(
 
     # Final numbers come from the saved best model, read back from disk: what users will load.
     predictor = load(run_dir)
-    metrics: dict = {
-        "task": cfg.task.type,
-        "model": cfg.model.name_or_path,
-        "method": method.name,
-        "parameters": {"trainable": trainable, "total": total},
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early,
-        "history": result.history,
-        "data": data_report,
-        "training": {
-            "seconds": round(result.train_seconds, 3),
-            "samples": result.train_samples,
-            "tokens": result.train_tokens,
-            "samples_per_second": result.train_samples / result.train_seconds if result.train_seconds else None,
-            "tokens_per_second": result.train_tokens / result.train_seconds if result.train_seconds else None,
-            "peak_rss_mb": round(result.peak_rss_mb, 1),
-            "precision": result.precision,
-        },
-    }
+    metrics = _run_metrics(cfg, method, trainable, total, result, data_report)
     report_parts = []
     for name in ("dev", "test"):
         if not splits[name]:
@@ -209,10 +269,75 @@ def train(
         report_parts.append(f"== {name} ==\n" + tc.format_report(splits[name], preds, metrics[name]))
         if name == "test":
             _write_predictions_tsv(run_dir / "test_predictions.tsv", splits[name], preds)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False))
-    atomic_write_text(run_dir / "report.txt", "\n".join(report_parts))
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    return RunResult(run_dir=run_dir, metrics=metrics)
+    return _finish_run(run_dir, metrics, report_parts)
+
+
+def _train_text_classifier(cfg: Config, run_dir: Path, resume: bool, on_step: Sequence) -> RunResult:
+    """The text classification task on the same loop, checkpoints and run folder as NER."""
+    from .evaluation.plots import save_confusion_matrix_png
+
+    splits, labels, data_report = prepare_data(cfg)
+    task, enc = cfg.task, cfg.encoding
+    torch.manual_seed(cfg.training.seed)  # the new head's initialisation is part of the seed's promise
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
+    model = load_sequence_classifier(
+        cfg.model.name_or_path, labels, task.multi_label, cfg.model.revision, cfg.model.trust_remote_code
+    )
+    method = get_method(cfg.method.name)
+    model = method.prepare(model, cfg.method)
+    trainable, total = count_parameters(model)
+
+    inputs, stats = encode_texts(
+        splits["train"], tokenizer, {t: i for i, t in enumerate(labels)}, enc.max_length, task.long_text,
+        enc.stride, task.head_fraction, task.multi_label,
+    )
+    data_report["encoding"] = stats.describe()
+    weights = txc.class_weight_vector(task.class_weights, splits["train"], labels)
+    if weights is not None:
+        data_report["class_weights"] = dict(zip(labels, weights))
+    print(f"data: {data_report['texts']} texts, {len(labels)} labels; {stats.describe()}")
+    print(f"model: {cfg.model.name_or_path} · method {method.name} · {trainable:,} of {total:,} parameters train")
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(cfg.training.precision, device)
+    meta = txc.model_meta(cfg, labels)
+
+    def evaluate_dev(current_model) -> dict:
+        logits = txc.text_logits(current_model, tokenizer, splits["dev"], meta, cfg.training.eval_batch_size, precision)
+        probabilities = txc.probabilities_from_logits(logits, task.multi_label)
+        if task.multi_label and task.tune_thresholds:
+            # save_best runs right after this for the same weights, so the saved thresholds fit them
+            meta["thresholds"] = txc.tune_thresholds(probabilities, txc.multi_hot(splits["dev"], labels))
+        return txc.score(splits["dev"], probabilities, meta)
+
+    def save_best(current_model) -> None:
+        save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta)
+
+    collate = SequenceCollator(tokenizer.pad_token_id, txc.model_inputs_take_token_types(tokenizer), task.multi_label)
+    result = train_loop(
+        model, inputs, [len(x.input_ids) for x in inputs], collate, cfg.training, run_dir,
+        evaluate_dev if splits["dev"] else None, save_best, resume=resume, on_step=on_step,
+        compute_loss=txc.weighted_cross_entropy(weights) if weights is not None else None,
+    )
+
+    predictor = load(run_dir)
+    metrics = _run_metrics(cfg, method, trainable, total, result, data_report)
+    metrics["thresholds"] = dict(zip(labels, predictor.meta["thresholds"])) if task.multi_label else None
+    report_parts = []
+    for name in ("dev", "test"):
+        if not splits[name]:
+            continue
+        metrics[name], report, probabilities = predictor.evaluate_examples(splits[name], cfg.training.eval_batch_size)
+        report_parts.append(f"== {name} ==\n" + report)
+        if not task.multi_label:
+            save_confusion_matrix_png(
+                metrics[name]["scores"]["confusion_matrix"], labels, run_dir / f"confusion_{name}.png",
+                title=f"{name}: rows gold, columns predicted",
+            )
+        if name == "test":
+            rows = predictor.describe(splits[name], probabilities)
+            txc.write_predictions_jsonl(run_dir / "test_predictions.jsonl", splits[name], rows)
+    return _finish_run(run_dir, metrics, report_parts)
 
 
 def _write_predictions_tsv(path: Path, examples: Sequence[TokenExample], preds) -> None:
@@ -273,17 +398,30 @@ class TokenClassifier:
         ]
 
 
-def load(run: str | Path, device: str | None = None, precision: str = "auto") -> TokenClassifier:
+def load(run: str | Path, device: str | None = None, precision: str = "auto") -> TokenClassifier | TextClassifier:
+    """The trained model of a run, as the predictor of its task (read from ``tuneforge.json``)."""
     model, tokenizer, meta = load_model(run, device)
+    if meta.get("task") == "text_classification":
+        return TextClassifier(model, tokenizer, meta, precision)
     return TokenClassifier(model, tokenizer, meta, precision)
 
 
 def evaluate(
     run: str | Path, data: str | Path, format: str = "auto", token_column: int = 0, tag_column: int = -1,
-    scheme: str = "auto", batch_size: int = 64,
+    scheme: str = "auto", batch_size: int = 64, text_column: str | None = None,
+    text_pair_column: str | None = None, label_column: str | None = None,
 ) -> tuple[dict, str]:
-    """Score a trained run on a labelled file; returns (metrics, report text)."""
+    """Score a trained run on a labelled file; returns (metrics, report text).
+
+    A text classifier reads the file with the column names it was trained with unless given.
+    """
     predictor = load(run)
+    if isinstance(predictor, TextClassifier):
+        examples = predictor.read(data, format, True, text_column, text_pair_column, label_column)
+        started = time.perf_counter()
+        metrics, report, _ = predictor.evaluate_examples(examples, batch_size)
+        metrics["seconds"] = round(time.perf_counter() - started, 3)
+        return metrics, report
     examples = read_token_file(data, format, token_column, tag_column)
     normalise_to_iob2(examples, scheme)
     check_known_tags(examples, predictor.labels)

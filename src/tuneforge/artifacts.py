@@ -13,11 +13,13 @@ from pathlib import Path
 import torch
 
 from .errors import TuneforgeError
-from .models import load_token_classifier, load_tokenizer
+from .models import load_sequence_classifier, load_token_classifier, load_tokenizer
 from .paths import atomic_dir
 
 MODEL_DIR = "model"
 META_FILE = "tuneforge.json"
+# the saved meta's task -> the loader of the plain transformers class that reads the folder
+MODEL_LOADERS = {"token_classification": load_token_classifier, "text_classification": load_sequence_classifier}
 
 
 def save_model(folder: Path, model, tokenizer, method, meta: dict) -> None:
@@ -49,7 +51,10 @@ def load_model(run: str | Path, device: str | None = None):
     folder = find_model_folder(run)
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(str(folder))
-    model = load_token_classifier(str(folder))
+    task = meta.get("task", "token_classification")
+    if task not in MODEL_LOADERS:
+        raise TuneforgeError(f"{folder / META_FILE}: unknown task {task!r}; this tuneforge knows {', '.join(MODEL_LOADERS)}")
+    model = MODEL_LOADERS[task](str(folder))
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(target).eval()
     return model, tokenizer, meta

@@ -17,19 +17,34 @@ def _cmd_train(args) -> int:
     result = api.train(args.config, overrides=args.set, resume=args.resume, overwrite=args.overwrite)
     print((result.run_dir / "report.txt").read_text(encoding="utf-8"))
     summary = {k: round(result.metrics[k]["f1"], 4) for k in ("dev", "test") if k in result.metrics}
-    print(f"run folder: {result.run_dir} · entity F1 {summary} · best epoch {result.metrics['best_epoch']}")
+    print(f"run folder: {result.run_dir} · {_score_name(result.metrics)} {summary} · best epoch {result.metrics['best_epoch']}")
     return 0
+
+
+def _score_name(metrics: dict) -> str:
+    """What the headline ``f1`` of a task's metrics is."""
+    if metrics.get("task") != "text_classification":
+        return "entity F1"
+    return "micro F1" if metrics.get("thresholds") is not None else "macro F1"
 
 
 def _cmd_eval(args) -> int:
     from . import api
 
     metrics, report = api.evaluate(
-        args.run, args.data, format=args.format, tag_column=args.tag_column, batch_size=args.batch_size
+        args.run, args.data, format=args.format, tag_column=args.tag_column, batch_size=args.batch_size,
+        text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
     )
     print(report)
-    print(f"entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, R {metrics['recall']:.4f}) "
-          f"on {metrics['sentences']} sentences")
+    if "texts" in metrics:
+        if "accuracy" in metrics:
+            print(f"macro F1 {metrics['f1']:.4f} · accuracy {metrics['accuracy']:.4f} on {metrics['texts']} texts")
+        else:
+            print(f"micro F1 {metrics['f1']:.4f} · subset accuracy {metrics['subset_accuracy']:.4f} "
+                  f"on {metrics['texts']} texts")
+    else:
+        print(f"entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, R {metrics['recall']:.4f}) "
+              f"on {metrics['sentences']} sentences")
     if args.out:
         from .paths import atomic_write_text
 
@@ -39,9 +54,26 @@ def _cmd_eval(args) -> int:
 
 def _cmd_predict(args) -> int:
     from . import api
-    from .data.readers import detect_format, read_text_lines, read_token_file
+    from .data.readers import detect_format, detect_text_format, read_text_lines, read_token_file
     from .paths import atomic_write_text
 
+    predictor = api.load(args.run)
+    if isinstance(predictor, api.TextClassifier):
+        if args.output_format != "jsonl":
+            raise TuneforgeError(f"--output-format {args.output_format}: a text classifier writes jsonl")
+        fmt = detect_text_format(args.input) if args.format == "auto" else args.format
+        examples = predictor.read(args.input, fmt, labelled=False, text_column=args.text_column,
+                                  text_pair_column=args.text_pair_column)
+        results = predictor.predict(examples, batch_size=args.batch_size)
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+        if args.out:
+            atomic_write_text(args.out, text)
+            print(f"wrote {len(results)} predictions to {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+    if args.format in ("csv", "tsv"):
+        raise TuneforgeError(f"--format {args.format}: a token classifier reads conll, jsonl or text")
     fmt = args.format if args.format != "auto" else (
         "text" if Path(args.input).suffix.lower() in {".txt", ".text"} else detect_format(args.input)
     )
@@ -49,7 +81,6 @@ def _cmd_predict(args) -> int:
         examples = read_text_lines(args.input)
     else:
         examples = read_token_file(args.input, fmt, tag_column=None)
-    predictor = api.load(args.run)
     results = predictor.predict(examples, batch_size=args.batch_size)
     if args.output_format == "conll":
         lines = []
@@ -99,6 +130,14 @@ def _cmd_data_check(args) -> int:
     return 0
 
 
+def _add_text_columns(p: argparse.ArgumentParser, labels: bool) -> None:
+    """Text classifiers: column names (CSV/TSV) or keys (JSONL); default: those it was trained with."""
+    p.add_argument("--text-column", help="text classifiers: the text column (default: as in training)")
+    p.add_argument("--text-pair-column", help="text classifiers: the second text of a pair (default: as in training)")
+    if labels:
+        p.add_argument("--label-column", help="text classifiers: the label column (default: as in training)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuneforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,17 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score a trained run on a labelled file")
     p.add_argument("run")
     p.add_argument("data")
-    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
+    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv"])
     p.add_argument("--tag-column", type=int, default=-1)
+    _add_text_columns(p, labels=True)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", help="also write the metrics as JSON here")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("predict", help="tag CoNLL, JSONL or raw text (one text a line)")
+    p = sub.add_parser("predict", help="tag or classify CoNLL, CSV/TSV, JSONL or raw text (one text a line)")
     p.add_argument("run")
     p.add_argument("input")
-    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "text"],
-                   help="input format; auto: .txt is raw text, .jsonl JSONL, else CoNLL (first column = word)")
+    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "text", "csv", "tsv"],
+                   help="input format; auto: .txt is raw text, .jsonl JSONL, .csv/.tsv tables (text classifiers), "
+                        "else CoNLL (first column = word)")
+    _add_text_columns(p, labels=False)
     p.add_argument("--output-format", default="jsonl", choices=["jsonl", "conll"])
     p.add_argument("--out", help="write here instead of standard output")
     p.add_argument("--batch-size", type=int, default=64)

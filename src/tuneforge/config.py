@@ -6,12 +6,27 @@ Unknown keys are errors (``extra="forbid"``) and every error names the dotted ke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+
+
+# Options that belong to one task family; setting one for the other task is an error.
+TOKEN_ONLY = {"task": ("decode",), "data": ("token_column", "tag_column", "scheme"), "encoding": ("label_all_subwords",)}
+TEXT_ONLY = {
+    "task": ("multi_label", "class_weights", "long_text", "head_fraction", "window_pooling", "tune_thresholds"),
+    "data": ("text_column", "text_pair_column", "label_column", "label_separator"),
+    "encoding": (),
+}
+
+
+def _changed_from_default(section: BaseModel, keys) -> list[str]:
+    """Keys whose value differs from the default (a dumped config carries every default)."""
+    fields = type(section).model_fields
+    return [k for k in keys if getattr(section, k) != fields[k].get_default(call_default_factory=True)]
 
 
 class _Strict(BaseModel):
@@ -28,10 +43,18 @@ class DataConfig(_Strict):
     train: str
     dev: Optional[str] = None
     test: Optional[str] = None
-    format: Literal["auto", "conll", "jsonl"] = "auto"
+    format: Literal["auto", "conll", "jsonl", "csv", "tsv"] = "auto"
+    # token classification: CoNLL columns and tag scheme
     token_column: int = 0
     tag_column: int = -1
     scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "IO"] = "auto"
+    # text classification: CSV/TSV column names, also the JSONL keys
+    text_column: str = "text"
+    text_pair_column: Optional[str] = Field(default=None, description="second text of a pair (NLI, QA matching)")
+    label_column: str = "label"
+    label_separator: str = Field(
+        default="|", min_length=1, description="multi-label CSV/TSV: separator between labels in one cell"
+    )
     split: Optional[tuple[float, float, float]] = Field(
         default=None,
         description="train/dev/test ratios to cut `train` into when dev/test files are not given",
@@ -87,10 +110,34 @@ class TrainingConfig(_Strict):
 
 
 class TaskConfig(_Strict):
-    type: Literal["token_classification"] = "token_classification"
+    type: Literal["token_classification", "text_classification"] = "token_classification"
+    # token classification
     decode: Literal["viterbi", "argmax"] = Field(
         default="viterbi", description="viterbi forbids invalid IOB2 transitions (O -> I-X)"
     )
+    # text classification
+    multi_label: bool = Field(default=False, description="sigmoid + BCE, any number of labels per text")
+    class_weights: Optional[Union[Literal["balanced"], dict[str, float]]] = Field(
+        default=None, description="single-label loss weights: 'balanced' (n / (k * count)) or {label: weight}"
+    )
+    long_text: Literal["head", "tail", "head_tail", "windows"] = Field(
+        default="windows",
+        description="texts longer than max_length: keep the head, the tail, both, or read every window and pool",
+    )
+    head_fraction: float = Field(default=0.25, ge=0, le=1, description="head_tail: share of tokens kept from the head")
+    window_pooling: Literal["mean", "max"] = Field(default="mean", description="windows: how window logits combine")
+    tune_thresholds: bool = Field(default=True, description="multi-label: tune a threshold per label on dev")
+
+    @model_validator(mode="after")
+    def _check_options_fit_task(self) -> "TaskConfig":
+        wrong = _changed_from_default(self, TEXT_ONLY["task"] if self.type == "token_classification" else TOKEN_ONLY["task"])
+        if wrong:
+            raise ValueError(f"'task.{wrong[0]}' does not apply to task.type {self.type}; remove it")
+        if self.multi_label and self.class_weights is not None:
+            raise ValueError("'task.class_weights' is for single-label tasks; remove it or set task.multi_label: false")
+        if isinstance(self.class_weights, dict) and any(w <= 0 for w in self.class_weights.values()):
+            raise ValueError("'task.class_weights' must be positive")
+        return self
 
 
 class MethodConfig(_Strict):
@@ -106,8 +153,28 @@ class Config(_Strict):
     method: MethodConfig = Field(default_factory=MethodConfig)
     output_dir: str = "runs/latest"
 
+    @model_validator(mode="after")
+    def _check_data_options_fit_task(self) -> "Config":
+        is_text = self.task.type == "text_classification"
+        other = TOKEN_ONLY if is_text else TEXT_ONLY
+        for section in ("data", "encoding"):
+            wrong = _changed_from_default(getattr(self, section), other[section])
+            if wrong:
+                raise ValueError(f"'{section}.{wrong[0]}' does not apply to task.type {self.task.type}; remove it")
+        if is_text and self.data.format == "conll":
+            raise ValueError("'data.format' conll is for token classification; use csv, tsv or jsonl")
+        if not is_text and self.data.format in ("csv", "tsv"):
+            raise ValueError(f"'data.format' {self.data.format} is for text classification; use conll or jsonl")
+        return self
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+        """The config as YAML, without the options that belong to the other task (they sit at defaults)."""
+        tree = self.model_dump(mode="json")
+        other = TOKEN_ONLY if self.task.type == "text_classification" else TEXT_ONLY
+        for section, keys in other.items():
+            for key in keys:
+                tree[section].pop(key, None)
+        return yaml.safe_dump(tree, sort_keys=False, allow_unicode=True)
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -118,6 +185,8 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             problems.append(f"unknown key '{key}'; remove it or check its spelling")
         elif err["type"] == "missing":
             problems.append(f"missing required key '{key}'")
+        elif err["type"] == "value_error" and err["msg"].startswith("Value error, '"):
+            problems.append(err["msg"].removeprefix("Value error, "))  # a cross-key check naming its key
         else:
             problems.append(f"bad value for '{key}': {err['msg']}")
     return f"{source}: " + "; ".join(problems)

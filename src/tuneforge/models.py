@@ -50,8 +50,32 @@ def load_token_classifier(
     """An ``AutoModelForTokenClassification``; with ``labels``, a fresh head sized for them."""
     from transformers import AutoModelForTokenClassification
 
+    return _load_with_head(AutoModelForTokenClassification, name_or_path, labels, revision, trust_remote_code)
+
+
+def load_sequence_classifier(
+    name_or_path: str,
+    labels: list[str] | None = None,
+    multi_label: bool = False,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """An ``AutoModelForSequenceClassification``; with ``labels``, a fresh head sized for them.
+
+    ``problem_type`` is written into the model's config, so plain ``transformers`` (the model's own
+    loss, ``pipeline("text-classification")``) applies sigmoid for multi-label and softmax otherwise.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    extra = {}
+    if labels is not None:
+        extra["problem_type"] = "multi_label_classification" if multi_label else "single_label_classification"
+    return _load_with_head(AutoModelForSequenceClassification, name_or_path, labels, revision, trust_remote_code, extra)
+
+
+def _load_with_head(auto_class, name_or_path, labels, revision, trust_remote_code, extra: dict | None = None):
     path = resolve_path(name_or_path)
-    kwargs: dict = {"revision": revision, "trust_remote_code": trust_remote_code}
+    kwargs: dict = {"revision": revision, "trust_remote_code": trust_remote_code, **(extra or {})}
     if labels is not None:
         kwargs.update(
             num_labels=len(labels),
@@ -66,7 +90,7 @@ def load_token_classifier(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = AutoModelForTokenClassification.from_pretrained(path, output_loading_info=True, **kwargs)
+        model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
     if labels is not None and info.get("missing_keys"):

@@ -114,3 +114,79 @@ def token_accuracy(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]])
     total = sum(len(g) for g in gold)
     right = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p))
     return right / total if total else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Text classification (scikit-learn's definitions; parity is asserted in the tests)
+
+
+def _per_class(precision, recall, f1, support, labels: Sequence[str]) -> dict:
+    return {
+        label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+    }
+
+
+def _averages(y_true, y_pred, n_labels: int) -> dict:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    out = {}
+    for average in ("micro", "macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=list(range(n_labels)), average=average, zero_division=0
+        )
+        out[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    return out
+
+
+def single_label_scores(gold: Sequence[int], pred: Sequence[int], labels: Sequence[str]) -> dict:
+    """Accuracy, micro/macro/weighted P/R/F1, per-class P/R/F1/support and the confusion matrix.
+
+    Class indices refer to ``labels``; every label gets a row even when absent from this set
+    (its support is 0), so reports and matrices line up across runs.
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    index = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(gold, pred, labels=index, average=None, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(gold, pred)),
+        **_averages(gold, pred, len(labels)),
+        "per_class": _per_class(p, r, f, s, labels),
+        "confusion_matrix": confusion_matrix(gold, pred, labels=index).tolist(),
+        "labels": list(labels),
+    }
+
+
+def multi_label_scores(gold, pred, labels: Sequence[str]) -> dict:
+    """For (texts x labels) 0/1 matrices: micro/macro/weighted P/R/F1, subset accuracy, Hamming loss,
+    per-label P/R/F1/support and a 2x2 confusion matrix per label ([[tn, fp], [fn, tp]])."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, hamming_loss, multilabel_confusion_matrix, precision_recall_fscore_support
+
+    gold, pred = np.asarray(gold, dtype=int), np.asarray(pred, dtype=int)
+    p, r, f, s = precision_recall_fscore_support(gold, pred, average=None, zero_division=0)
+    return {
+        "subset_accuracy": float(accuracy_score(gold, pred)),
+        "hamming_loss": float(hamming_loss(gold, pred)),
+        **_averages(gold, pred, len(labels)),
+        "per_class": _per_class(p, r, f, s, labels),
+        "confusion_matrix": {
+            label: m.tolist() for label, m in zip(labels, multilabel_confusion_matrix(gold, pred))
+        },
+        "labels": list(labels),
+    }
+
+
+def format_classification_report(scores: dict, digits: int = 4) -> str:
+    """The familiar table: one row per class, then the averages (same layout as the entity report)."""
+    support = sum(v["support"] for v in scores["per_class"].values())
+    as_rows = {"per_type": scores["per_class"]}
+    for average in ("micro", "macro", "weighted"):
+        as_rows[average] = dict(scores[average], support=support)
+    text = format_entity_report(as_rows, digits)
+    if "accuracy" in scores:
+        text += f"\naccuracy {scores['accuracy']:.{digits}f}\n"
+    else:
+        text += f"\nsubset accuracy {scores['subset_accuracy']:.{digits}f} · Hamming loss {scores['hamming_loss']:.{digits}f}\n"
+    return text
