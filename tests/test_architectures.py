@@ -72,10 +72,10 @@ def test_chinese_character_level_ner(tiny_bert, tmp_path):
     result = train(tiny_config(tiny_bert, tmp_path, tmp_path / "run", epochs=60))
     assert result.metrics["test"]["f1"] == 1.0
     model = tuneforge.load(result.run_dir)
-    (pred,) = model.predict("张三在上海工作")
-    assert pred["words"] == list("张三在上海工作")
+    (pred,) = model.predict("李四去了上海")  # raw text: split into characters, spans with offsets
+    assert pred["words"] == list("李四去了上海")
     assert [(e["type"], e["text"], e["start_char"], e["end_char"]) for e in pred["entities"]] == [
-        ("PER", "张三", 0, 2), ("LOC", "上海", 3, 5)
+        ("PER", "李四", 0, 2), ("LOC", "上海", 4, 6)
     ]
     (mixed,) = model.predict("John在北京")
     assert mixed["words"] == ["John", "在", "北", "京"]
