@@ -166,7 +166,8 @@ def train(
 
     def save_best(current_model) -> None:
         meta = {"task": cfg.task.type, "labels": labels, "max_length": enc.max_length, "stride": enc.stride,
-                "decode": cfg.task.decode}
+                "decode": cfg.task.decode, "base_model": cfg.model.model_dump(mode="json"),
+                "method_config": cfg.method.model_dump(mode="json")}
         save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta)
 
     result = train_loop(

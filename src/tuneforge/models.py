@@ -46,8 +46,12 @@ def load_token_classifier(
     labels: list[str] | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    announce_new_head: bool = True,
 ):
-    """An ``AutoModelForTokenClassification``; with ``labels``, a fresh head sized for them."""
+    """An ``AutoModelForTokenClassification``; with ``labels``, a fresh head sized for them.
+
+    ``announce_new_head=False`` when the head is about to be replaced by saved weights anyway.
+    """
     from transformers import AutoModelForTokenClassification
 
     path = resolve_path(name_or_path)
@@ -69,7 +73,7 @@ def load_token_classifier(
         model, info = AutoModelForTokenClassification.from_pretrained(path, output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
-    if labels is not None and info.get("missing_keys"):
+    if labels is not None and announce_new_head and info.get("missing_keys"):
         print(f"new task head for {len(labels)} labels: {', '.join(sorted(info['missing_keys']))}")
     if getattr(model.config, "pad_token_id", None) is None:
         eos = getattr(model.config, "eos_token_id", None)

@@ -1,0 +1,35 @@
+"""IA3 (Liu et al., 2022) through ``peft``: learned vectors rescale keys, values and FFN activations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import peft_common
+
+
+class IA3:
+    name = "ia3"
+    # Measured on MiniLM + WNUT-16 (see README, "Adaptation methods").
+    DEFAULT_TRAINING = {"learning_rate": 3e-3, "epochs": 10}
+    stores_full_model = False
+
+    def prepare(self, model, cfg):
+        from peft import IA3Config
+
+        feedforward = cfg.feedforward_modules
+        if cfg.target_modules is not None and feedforward is None:
+            feedforward = []  # peft's FFN default only fits its own default targets
+        config = IA3Config(
+            task_type=peft_common.peft_task_type(model), target_modules=cfg.target_modules,
+            feedforward_modules=feedforward, modules_to_save=peft_common.head_modules(model),
+        )
+        return peft_common.wrap(model, config)
+
+    def save(self, model, out_dir: Path) -> None:
+        peft_common.save(model, out_dir)
+
+    def load(self, base_model, folder: Path, cfg):
+        return peft_common.load(base_model, folder)
+
+    def merge(self, model):
+        return model.merge_and_unload()
