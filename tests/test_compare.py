@@ -56,8 +56,9 @@ def test_compare_trains_every_method_and_writes_one_row_each(tiny_bert, ner_file
 def test_interrupted_compare_resumes_and_skips_finished_members(tiny_bert, ner_files, tmp_path):
     cfg = small(tiny_bert, ner_files, tmp_path / "cmp")
     short = ["training.epochs=2"]
-    out, members = plan_members(cfg, ["bitfit", "lora"], seeds=2, overrides=short)
-    assert [(m.method, m.seed) for m in members] == [("bitfit", 7), ("lora", 7), ("bitfit", 8), ("lora", 8)]
+    out, members = plan_members(cfg, ["bitfit"], seeds=2, overrides=short)
+    assert [(m.method, m.seed) for m in members] == [("bitfit", 7), ("bitfit", 8)]
+    assert plan_members(cfg, ["full", "lora"], seeds=2)[1][3].run_dir == out / "lora-seed8"
 
     from tuneforge import api
 
@@ -69,9 +70,12 @@ def test_interrupted_compare_resumes_and_skips_finished_members(tiny_bert, ner_f
         api.train(members[1].config, on_step=[stop])
     finished_model = (members[0].run_dir / "model" / "tuneforge_method.safetensors").stat().st_mtime_ns
 
-    result = compare(cfg, ["bitfit", "lora"], seeds=2, overrides=short, isolate=False)
+    result = compare(cfg, ["bitfit"], seeds=2, overrides=short, isolate=False)
     assert (members[0].run_dir / "model" / "tuneforge_method.safetensors").stat().st_mtime_ns == finished_model
-    assert [(r["method"], r["seeds"]) for r in result.rows] == [("bitfit", 2), ("lora", 2)]
+    assert [(r["method"], r["seeds"]) for r in result.rows] == [("bitfit", 2)]
+    f1 = [json.loads((m.run_dir / "metrics.json").read_text())["test"]["f1"] for m in members]
+    assert result.rows[0]["test_f1_mean"] == pytest.approx(sum(f1) / 2)
+    assert result.rows[0]["test_f1_std"] == pytest.approx(abs(f1[0] - f1[1]) / 2 ** 0.5)
     reference = api.train(dict(members[1].config.model_dump(mode="json"), output_dir=str(tmp_path / "ref")))
     resumed = json.loads((members[1].run_dir / "metrics.json").read_text())
     assert resumed["history"] == reference.metrics["history"]

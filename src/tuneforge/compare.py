@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import math
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ def _train_member(member: Member, isolate: bool) -> None:
     atomic_write_text(config_file, member.config.to_yaml())
     command = [sys.executable, "-m", "tuneforge", "train", str(config_file)] + (["--resume"] if resume else [])
     with open(config_file.with_suffix(".log"), "a", encoding="utf-8") as log:
-        code = subprocess.run(command, stdout=log).returncode
+        code = subprocess.run(command, stdout=log, env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
     if code == 130 or code < 0:
         raise KeyboardInterrupt
     if code != 0:

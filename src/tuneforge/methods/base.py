@@ -94,18 +94,32 @@ def load_trainable(model: nn.Module, folder: Path) -> nn.Module:
     return model
 
 
-class SubsetOfBaseMethod:
-    """A method that trains a subset of the model's own parameters (freeze, bitfit).
-
-    Saving writes that subset; merging is loading it: the result already is a plain model.
-    """
+class Method:
+    """The interface described at the top of this module; each method module subclasses it."""
 
     name = ""
-    DEFAULT_TRAINING: dict = {}
+    DEFAULT_TRAINING: dict = {}  # e.g. {"learning_rate": 1e-3, "epochs": 10}, measured per method
     stores_full_model = False
 
     def prepare(self, model, cfg):  # pragma: no cover - each method defines it
         raise NotImplementedError
+
+    def save(self, model, out_dir: Path) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def load(self, base_model, folder: Path, cfg):  # pragma: no cover
+        raise NotImplementedError
+
+    def merge(self, model):  # pragma: no cover
+        raise NotImplementedError
+
+
+class SubsetOfBaseMethod(Method):
+    """A method that trains a subset of the model's parameters, its own or added ones (freeze,
+    bitfit, adapter): saving writes those tensors; loading prepares a fresh base model the same way
+    and fills them in. For a subset of the base's own parameters, merging is loading: the result
+    already is a plain model.
+    """
 
     def save(self, model, out_dir: Path) -> None:
         save_trainable(model, out_dir, self.name)

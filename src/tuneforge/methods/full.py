@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .base import Method
 
-class FullFineTuning:
+
+class FullFineTuning(Method):
     name = "full"
     # The training section's own defaults are full fine-tuning's budget.
     DEFAULT_TRAINING: dict = {}

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from . import peft_common
 
 
-class IA3:
+class IA3(peft_common.PeftMethod):
     name = "ia3"
     # Measured on MiniLM + WNUT-16 (see README, "Adaptation methods").
     DEFAULT_TRAINING = {"learning_rate": 3e-3, "epochs": 10}
-    stores_full_model = False
 
     def prepare(self, model, cfg):
         from peft import IA3Config
@@ -24,12 +21,3 @@ class IA3:
             feedforward_modules=feedforward, modules_to_save=peft_common.head_modules(model),
         )
         return peft_common.wrap(model, config)
-
-    def save(self, model, out_dir: Path) -> None:
-        peft_common.save(model, out_dir)
-
-    def load(self, base_model, folder: Path, cfg):
-        return peft_common.load(base_model, folder)
-
-    def merge(self, model):
-        return model.merge_and_unload()

@@ -7,8 +7,6 @@ r=16 closes most of the gap (figures in README, "Adaptation methods").
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import ConfigError
 from . import peft_common
 
@@ -38,11 +36,10 @@ def default_target_modules(model_type: str) -> list[str]:
         ) from None
 
 
-class LoRA:
+class LoRA(peft_common.PeftMethod):
     name = "lora"
     # Measured on MiniLM + WNUT-16 (see README, "Adaptation methods").
     DEFAULT_TRAINING = {"learning_rate": 1e-3, "epochs": 10}
-    stores_full_model = False
 
     def prepare(self, model, cfg):
         from peft import LoraConfig
@@ -54,12 +51,3 @@ class LoRA:
             modules_to_save=peft_common.head_modules(model),
         )
         return peft_common.wrap(model, config)
-
-    def save(self, model, out_dir: Path) -> None:
-        peft_common.save(model, out_dir)
-
-    def load(self, base_model, folder: Path, cfg):
-        return peft_common.load(base_model, folder)
-
-    def merge(self, model):
-        return model.merge_and_unload()

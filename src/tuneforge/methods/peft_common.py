@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import head_module_names
+from .base import Method, head_module_names
 
 
 def peft_task_type(model):
@@ -46,3 +46,16 @@ def load(base_model, folder: Path):
 
 def head_modules(model) -> list[str]:
     return head_module_names(model)
+
+
+class PeftMethod(Method):
+    """Save, load and merge for a method whose ``prepare`` returns a ``peft.PeftModel``."""
+
+    def save(self, model, out_dir: Path) -> None:
+        save(model, out_dir)
+
+    def load(self, base_model, folder: Path, cfg):
+        return load(base_model, folder)
+
+    def merge(self, model):
+        return model.merge_and_unload()

@@ -47,11 +47,10 @@ class VirtualTokenAligner(nn.Module):
         return output
 
 
-class PromptLearning:
+class PromptLearning(peft_common.PeftMethod):
     name = "prompt"
     # Measured on MiniLM + WNUT-16 (see README, "Adaptation methods").
     DEFAULT_TRAINING = {"learning_rate": 3e-2, "epochs": 10}
-    stores_full_model = False
 
     def _peft_config(self, model, cfg):
         from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
