@@ -188,3 +188,18 @@ def test_method_defaults_fill_unset_training_keys_only():
 def test_bad_method_settings_name_the_key(block, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"model": {"name_or_path": "m"}, "data": {"train": "t"}, "method": block})
+
+
+@pytest.mark.parametrize("variant", ["freeze-top1", "bitfit", "lora", "ia3", "prompt", "adapter-houlsby"])
+def test_methods_compose_with_sequence_classification(tiny_bert, batch, variant):
+    from transformers import AutoModelForSequenceClassification
+
+    block, _ = METHODS[variant]
+    cfg = method_config_from_dict(block)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3)
+    n_head = sum(p.numel() for p in model.classifier.parameters())
+    model = get_method(cfg.name).prepare(model, cfg)
+    assert n_head < count_parameters(model)[0] < count_parameters(model)[1]
+    assert any("classifier" in n for n, p in model.named_parameters() if p.requires_grad)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=torch.tensor([0, 2]))
+    assert out.logits.shape == (2, 3) and out.loss.requires_grad

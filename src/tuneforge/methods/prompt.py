@@ -66,8 +66,12 @@ class PromptLearning(peft_common.PeftMethod):
         return PrefixTuningConfig(**common)
 
     def _align(self, peft_model, cfg):
-        if cfg.kind == "prefix":
-            return peft_model  # prefixes live in the attention keys/values: no extra positions
+        from peft import TaskType
+
+        if cfg.kind == "prefix" or peft_model.peft_config["default"].task_type != TaskType.TOKEN_CLS:
+            # prefixes live in the attention keys/values; a sequence classifier has one logit row
+            # per input: either way there are no extra positions to drop
+            return peft_model
         return VirtualTokenAligner(peft_model, cfg.num_virtual_tokens)
 
     def prepare(self, model, cfg):
