@@ -63,7 +63,8 @@ class AdaptedProjection(nn.Module):
 
 class BottleneckAdapters(SubsetOfBaseMethod):
     name = "adapter"
-    # Measured on MiniLM + WNUT-16 (see README, "Adaptation methods").
+    # Starting values from the literature for this family of methods, not yet tuned on our data;
+    # README ("Adaptation methods") lists what has been measured with them.
     DEFAULT_TRAINING = {"learning_rate": 1e-3, "epochs": 10}
 
     def prepare(self, model, cfg):

@@ -49,7 +49,8 @@ class VirtualTokenAligner(nn.Module):
 
 class PromptLearning(peft_common.PeftMethod):
     name = "prompt"
-    # Measured on MiniLM + WNUT-16 (see README, "Adaptation methods").
+    # Starting values from the literature for this family of methods, not yet tuned on our data;
+    # README ("Adaptation methods") lists what has been measured with them.
     DEFAULT_TRAINING = {"learning_rate": 3e-2, "epochs": 10}
 
     def _peft_config(self, model, cfg):
