@@ -97,5 +97,10 @@ def test_compare_cli_runs_members_in_their_own_processes(tiny_bert, ner_files, t
 def test_export_merge_cli_and_bad_methods(tiny_bert, ner_files, tmp_path, capsys):
     with pytest.raises(ConfigError, match="--methods: unknown qlora"):
         plan_members(small(tiny_bert, ner_files, tmp_path / "x"), ["full", "qlora"])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("{}")
+    with pytest.raises(ConfigError, match="single run's folder"):
+        plan_members(small(tiny_bert, ner_files, tmp_path / "run"), ["full"])
+    assert plan_members(small(tiny_bert, ner_files, tmp_path / "run"), ["full"], out=tmp_path / "c")[0] == tmp_path / "c"
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
     assert "--merge" in capsys.readouterr().err

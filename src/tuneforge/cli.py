@@ -105,7 +105,7 @@ def _cmd_compare(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         result = compare.compare(args.config, methods, seeds=args.seeds, overrides=args.set,
-                                 same_budget=args.same_budget, isolate=not args.in_process)
+                                 same_budget=args.same_budget, isolate=not args.in_process, out=args.out)
     except KeyboardInterrupt:
         print("interrupted; run the same `tuneforge compare` command again to continue where it stopped",
               file=sys.stderr)
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every member")
     p.add_argument("--same-budget", action="store_true",
                    help="give every method the config's learning rate and epochs instead of its own defaults")
+    p.add_argument("--out", help="folder for the member runs and compare.md/csv/png (default: the config's output_dir)")
     p.add_argument("--in-process", action="store_true",
                    help="train members in this process (faster start; peak memory is then not reported)")
     p.set_defaults(func=_cmd_compare)

@@ -1,7 +1,7 @@
 """``tuneforge compare``: every adaptation method on the same data and split, side by side.
 
 Each member (method x seed) is a normal run folder ``OUT/<method>-seed<seed>/`` trained by
-:func:`tuneforge.api.train`; OUT is the config's ``output_dir``. Members that finished are read
+:func:`tuneforge.api.train`; OUT is ``out`` or else the config's ``output_dir``. Members that finished are read
 back, interrupted ones resume from their checkpoint, so re-running an interrupted compare
 continues where it stopped. Results, per method as mean ± std over seeds, go to ``compare.csv``,
 ``compare.md`` and ``compare.png`` (test F1 against trainable-parameter share).
@@ -81,7 +81,7 @@ def _base_tree(config: Config | dict | str | Path) -> dict:
 
 def plan_members(
     config: Config | dict | str | Path, methods: Sequence[str], seeds: int = 1,
-    overrides: list[str] | None = None, same_budget: bool = False,
+    overrides: list[str] | None = None, same_budget: bool = False, out: str | Path | None = None,
 ) -> tuple[Path, list[Member]]:
     """The compare folder and its members, every member config validated before anything trains."""
     unknown = [m for m in methods if m not in REGISTRY]
@@ -93,7 +93,9 @@ def plan_members(
         raise ConfigError("--seeds: give at least 1")
     tree = _base_tree(config)
     base = config_from_dict(tree, overrides=overrides)
-    out_dir = Path(base.output_dir)
+    out_dir = Path(out or base.output_dir)
+    if (out_dir / "config.yaml").exists():
+        raise ConfigError(f"{out_dir}: this is a single run's folder; give compare its own folder with --out")
     members = []
     for i in range(seeds):
         seed = base.training.seed + i
@@ -134,10 +136,13 @@ def _train_member(member: Member, isolate: bool) -> None:
 
 def compare(
     config: Config | dict | str | Path, methods: Sequence[str], seeds: int = 1, overrides: list[str] | None = None,
-    same_budget: bool = False, isolate: bool = True,
+    same_budget: bool = False, isolate: bool = True, out: str | Path | None = None,
 ) -> CompareResult:
-    """Train every method x seed (skipping finished members) and write the comparison files."""
-    out_dir, members = plan_members(config, methods, seeds, overrides, same_budget)
+    """Train every method x seed (skipping finished members) and write the comparison files.
+
+    ``out`` (default: the config's ``output_dir``) holds the member runs and the three files.
+    """
+    out_dir, members = plan_members(config, methods, seeds, overrides, same_budget, out)
     for k, member in enumerate(members, 1):
         state = "done" if member.finished else ("resuming" if member.run_dir.exists() else "training")
         print(f"compare [{k}/{len(members)}] {member.method} seed {member.seed}: {state} ({member.run_dir})",
