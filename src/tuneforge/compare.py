@@ -237,7 +237,8 @@ def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
         "",
         "Method settings: " + "; ".join(f"`{json.dumps(s)}`" for s in settings.values()),
         "",
-        "Trainable parameters include the task head. Saved weights: the method's files in `RUN/model/` "
+        "Trainable parameters include the task head; % of model is of all parameters in that run's "
+        "model (the base plus what the method adds). Saved weights: the method's files in `RUN/model/` "
         "(everything but the base model for parameter-efficient methods). Peak RSS is the training "
         "process's resident memory (— when members shared one process).",
         "",
