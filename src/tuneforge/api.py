@@ -184,6 +184,11 @@ def train(
     return _train_token_classifier(cfg, run_dir, resume, on_step)
 
 
+def _method_meta(cfg: Config) -> dict:
+    """What a saved model needs to be rebuilt when its method stores only what changed."""
+    return {"base_model": cfg.model.model_dump(mode="json"), "method_config": cfg.method.model_dump(mode="json")}
+
+
 def _run_metrics(cfg: Config, method, trainable: int, total: int, result, data_report: dict) -> dict:
     """The part of metrics.json every task writes: what ran, how it went, how fast."""
     return {
@@ -249,7 +254,7 @@ def _train_token_classifier(cfg: Config, run_dir: Path, resume: bool, on_step: S
 
     def save_best(current_model) -> None:
         meta = {"task": cfg.task.type, "labels": labels, "max_length": enc.max_length, "stride": enc.stride,
-                "decode": cfg.task.decode, "label_position": label_position}
+                "decode": cfg.task.decode, "label_position": label_position, **_method_meta(cfg)}
         save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta)
 
     result = train_loop(
@@ -300,7 +305,7 @@ def _train_text_classifier(cfg: Config, run_dir: Path, resume: bool, on_step: Se
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(cfg.training.precision, device)
-    meta = txc.model_meta(cfg, labels)
+    meta = dict(txc.model_meta(cfg, labels), **_method_meta(cfg))
 
     def evaluate_dev(current_model) -> dict:
         logits = txc.text_logits(current_model, tokenizer, splits["dev"], meta, cfg.training.eval_batch_size, precision)

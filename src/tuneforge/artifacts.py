@@ -1,7 +1,9 @@
 """The saved model folder (``RUN/model``): the one place that writes and reads it.
 
-Layout: whatever the method saves (a full Hugging Face model in safetensors for ``full``), the
-tokenizer, and ``tuneforge.json`` (task, labels, method, window settings). Written to a temporary
+Layout: whatever the method saves, the tokenizer, and ``tuneforge.json`` (task, labels, method and
+its settings, the base model, window settings). ``full`` saves a complete Hugging Face model; every
+other method saves only what it changed (PEFT format for peft methods, ``tuneforge_method.safetensors``
+for ours) and is loaded onto the base model named in ``tuneforge.json``. Written to a temporary
 folder and renamed, so a reader never sees half a model.
 """
 
@@ -12,9 +14,11 @@ from pathlib import Path
 
 import torch
 
+from .config import method_config_from_dict
 from .errors import TuneforgeError
+from .methods import get_method
 from .models import load_sequence_classifier, load_token_classifier, load_tokenizer
-from .paths import atomic_dir
+from .paths import PACKAGE_SCHEME, atomic_dir
 
 MODEL_DIR = "model"
 META_FILE = "tuneforge.json"
@@ -22,17 +26,32 @@ META_FILE = "tuneforge.json"
 MODEL_LOADERS = {"token_classification": load_token_classifier, "text_classification": load_sequence_classifier}
 
 
+def _portable_base_path(name_or_path: str) -> str:
+    """A local relative path becomes absolute, so the run loads from any working directory."""
+    if name_or_path.startswith(PACKAGE_SCHEME) or not Path(name_or_path).exists():
+        return name_or_path  # a packaged model or a hub name
+    return str(Path(name_or_path).resolve())
+
+
 def save_model(folder: Path, model, tokenizer, method, meta: dict) -> None:
-    """Write ``model`` (as ``method`` saves it), its tokenizer and ``meta`` into ``folder`` atomically."""
+    """Write ``model`` (as ``method`` saves it), its tokenizer and ``meta`` into ``folder`` atomically.
+
+    ``meta["base_model"]`` (the model config section) is what non-full methods are loaded onto.
+    """
     from transformers.utils import logging as hf_logging
 
+    meta = dict(meta, method=method.name)
+    if "base_model" in meta:
+        base = dict(meta["base_model"])
+        base["name_or_path"] = _portable_base_path(base["name_or_path"])
+        meta["base_model"] = base
     # transformers shows a progress bar for writing even a one-file model; it only adds noise here
     hf_logging.disable_progress_bar()
     try:
         with atomic_dir(folder) as tmp:
             method.save(model, tmp)
             tokenizer.save_pretrained(tmp)
-            (tmp / META_FILE).write_text(json.dumps(dict(meta, method=method.name), indent=1), encoding="utf-8")
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     finally:
         hf_logging.enable_progress_bar()
 
@@ -46,15 +65,64 @@ def find_model_folder(run: str | Path) -> Path:
     raise TuneforgeError(f"{run}: no trained model here (expected {run / MODEL_DIR / META_FILE}); give a run folder")
 
 
+def _load_onto_base(folder: Path, meta: dict, method):
+    base = meta.get("base_model")
+    if not base:
+        raise TuneforgeError(f"{folder / META_FILE}: no base_model recorded; this {method.name} run cannot be loaded")
+    task = meta.get("task", "token_classification")
+    extra = {"multi_label": bool(meta.get("multi_label"))} if task == "text_classification" else {}
+    model = MODEL_LOADERS[task](
+        base["name_or_path"], meta["labels"], revision=base.get("revision"),
+        trust_remote_code=base.get("trust_remote_code", False), announce_new_head=False, **extra,
+    )
+    method_cfg = method_config_from_dict(meta.get("method_config") or {"name": method.name}, str(folder / META_FILE))
+    return method.load(model, folder, method_cfg)
+
+
 def load_model(run: str | Path, device: str | None = None):
     """(model in eval mode on ``device``, tokenizer, meta) from a run folder."""
     folder = find_model_folder(run)
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    tokenizer = load_tokenizer(str(folder))
     task = meta.get("task", "token_classification")
     if task not in MODEL_LOADERS:
         raise TuneforgeError(f"{folder / META_FILE}: unknown task {task!r}; this tuneforge knows {', '.join(MODEL_LOADERS)}")
-    model = MODEL_LOADERS[task](str(folder))
+    loader = MODEL_LOADERS[task]
+    method = get_method(meta.get("method", "full"))
+    if method.stores_full_model:
+        tokenizer = load_tokenizer(str(folder))
+        model = loader(str(folder))
+    else:
+        from transformers import AutoTokenizer
+
+        # No config.json here (only the method's weights); the saved tokenizer carries its own
+        # settings (pad token, add_prefix_space), so it loads as it was saved.
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = _load_onto_base(folder, meta, method)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(target).eval()
     return model, tokenizer, meta
+
+
+def weights_size_bytes(run: str | Path) -> int:
+    """Bytes of saved weights in a run's model folder (what a deployment has to ship besides the base)."""
+    folder = find_model_folder(run)
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+def export_merged(run: str | Path, out: str | Path) -> Path:
+    """Fold the run's method into the base weights; write a plain Hugging Face model folder to ``out``.
+
+    The result needs neither tuneforge nor peft (``AutoModelFor...from_pretrained(out)``) and is
+    also a tuneforge model folder (method ``full``).
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise TuneforgeError(f"{out}: output folder is not empty; choose a new folder")
+    model, tokenizer, meta = load_model(run, device="cpu")
+    merged = get_method(meta.get("method", "full")).merge(model)
+    for param in merged.parameters():
+        param.requires_grad_(True)  # a plain model, as from_pretrained would give it
+    merged_meta = {k: v for k, v in meta.items() if k not in ("method", "method_config")}
+    merged_meta["merged_from"] = meta.get("method", "full")
+    save_model(out, merged, tokenizer, get_method("full"), merged_meta)
+    return out

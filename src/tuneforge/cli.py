@@ -1,4 +1,4 @@
-"""`tuneforge train|eval|predict|data …` — parses arguments and calls the Python API."""
+"""`tuneforge train|eval|predict|compare|export|data …` — parses arguments and calls the Python API."""
 
 from __future__ import annotations
 
@@ -138,6 +138,32 @@ def _add_text_columns(p: argparse.ArgumentParser, labels: bool) -> None:
         p.add_argument("--label-column", help="text classifiers: the label column (default: as in training)")
 
 
+def _cmd_compare(args) -> int:
+    from . import compare
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        result = compare.compare(args.config, methods, seeds=args.seeds, overrides=args.set,
+                                 same_budget=args.same_budget, isolate=not args.in_process, out=args.out)
+    except KeyboardInterrupt:
+        print("interrupted; run the same `tuneforge compare` command again to continue where it stopped",
+              file=sys.stderr)
+        return 130
+    print(result.files["compare.md"].read_text(encoding="utf-8"))
+    print(f"table: {result.files['compare.md']} · {result.files['compare.csv']} · picture: {result.files['compare.png']}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .artifacts import export_merged
+
+    if not args.merge:
+        raise TuneforgeError("export: pass --merge (fold the method into the base weights); it is the only export so far")
+    out = export_merged(args.run, args.out)
+    print(f"wrote a plain Hugging Face model to {out} (loads with transformers alone)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuneforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +196,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write here instead of standard output")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("compare", help="train several adaptation methods on the same data and split, side by side")
+    p.add_argument("config")
+    p.add_argument("--methods", default="full,lora,adapter,bitfit,prompt",
+                   help="comma-separated: full, freeze, lora, ia3, prompt, adapter, bitfit")
+    p.add_argument("--seeds", type=int, default=1, help="runs per method, seeds training.seed, +1, +2 ...")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every member")
+    p.add_argument("--same-budget", action="store_true",
+                   help="give every method the config's learning rate and epochs instead of its own defaults")
+    p.add_argument("--out", help="folder for the member runs and compare.md/csv/png (default: the config's output_dir)")
+    p.add_argument("--in-process", action="store_true",
+                   help="train members in this process (faster start; peak memory is then not reported)")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("export", help="write a trained run as a plain Hugging Face model folder")
+    p.add_argument("run")
+    p.add_argument("out")
+    p.add_argument("--merge", action="store_true", help="fold LoRA / IA3 / BitFit / freeze weights into the base model")
+    p.set_defaults(func=_cmd_export)
 
     data = sub.add_parser("data", help="inspect and split data files").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("split", help="make train/dev/test files from one file, deterministic by seed")

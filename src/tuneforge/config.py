@@ -6,10 +6,10 @@ Unknown keys are errors (``extra="forbid"``) and every error names the dotted ke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -140,8 +140,79 @@ class TaskConfig(_Strict):
         return self
 
 
-class MethodConfig(_Strict):
+# ---------------------------------------------------------------------------------------------
+# Adaptation methods: one block per method, chosen by ``method.name``. Defaults for each method's
+# learning rate and epochs live with the method (``tuneforge.methods.<name>.DEFAULT_TRAINING``)
+# and fill ``training.*`` keys the config does not set; see ``Config._apply_method_defaults``.
+
+
+class FullMethodConfig(_Strict):
+    """Every parameter trains."""
+
     name: Literal["full"] = "full"
+
+
+class FreezeMethodConfig(_Strict):
+    """The head trains, plus the top ``train_top_layers`` transformer layers."""
+
+    name: Literal["freeze"]
+    train_top_layers: int = Field(default=0, ge=0, description="0 = head only")
+
+
+class LoraMethodConfig(_Strict):
+    """Low-rank updates (peft) on ``target_modules``; defaults per architecture cover attention and FFN."""
+
+    name: Literal["lora"]
+    r: int = Field(default=16, ge=1)
+    alpha: float = Field(default=32, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    target_modules: Optional[list[str]] = Field(
+        default=None, description="module name suffixes; default: every attention and FFN linear layer"
+    )
+    use_dora: bool = False
+    use_rslora: bool = False
+
+
+class IA3MethodConfig(_Strict):
+    """Learned rescaling vectors (peft IA3) on keys, values and the FFN."""
+
+    name: Literal["ia3"]
+    target_modules: Optional[list[str]] = Field(default=None, description="default: peft's per-architecture list")
+    feedforward_modules: Optional[list[str]] = None
+
+
+class PromptMethodConfig(_Strict):
+    """Trainable virtual tokens prepended to the input (peft prompt tuning or P-tuning)."""
+
+    name: Literal["prompt"]
+    kind: Literal["prompt_tuning", "p_tuning", "prefix"] = "prompt_tuning"
+    num_virtual_tokens: int = Field(default=20, ge=1)
+    encoder_hidden_size: Optional[int] = Field(default=None, ge=1, description="p_tuning's prompt encoder width")
+
+
+class AdapterMethodConfig(_Strict):
+    """Bottleneck adapters: houlsby (after attention and FFN) or pfeiffer (after FFN only)."""
+
+    name: Literal["adapter"]
+    style: Literal["houlsby", "pfeiffer"] = "pfeiffer"
+    reduction_factor: int = Field(default=16, ge=1, description="hidden size / bottleneck size")
+    activation: Literal["relu", "gelu"] = "relu"
+
+
+class BitFitMethodConfig(_Strict):
+    """Bias terms (and the head) only."""
+
+    name: Literal["bitfit"]
+
+
+MethodConfig = Annotated[
+    Union[
+        FullMethodConfig, FreezeMethodConfig, LoraMethodConfig, IA3MethodConfig, PromptMethodConfig,
+        AdapterMethodConfig, BitFitMethodConfig,
+    ],
+    Field(discriminator="name"),
+]
+METHOD_NAMES = ("full", "freeze", "lora", "ia3", "prompt", "adapter", "bitfit")
 
 
 class Config(_Strict):
@@ -150,7 +221,7 @@ class Config(_Strict):
     data: DataConfig
     encoding: EncodingConfig = Field(default_factory=EncodingConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    method: MethodConfig = Field(default_factory=MethodConfig)
+    method: MethodConfig = Field(default_factory=FullMethodConfig)
     output_dir: str = "runs/latest"
 
     @model_validator(mode="after")
@@ -167,6 +238,32 @@ class Config(_Strict):
             raise ValueError(f"'data.format' {self.data.format} is for text classification; use conll or jsonl")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_method_defaults(cls, tree: Any) -> Any:
+        """Fill ``training`` keys the config leaves unset with the method's measured defaults.
+
+        PEFT methods want a higher learning rate and more epochs than full fine-tuning; a value the
+        config sets explicitly always wins. The saved ``config.yaml`` holds the resolved values.
+        """
+        if not isinstance(tree, dict):
+            return tree
+        method = tree.get("method") or {}
+        if isinstance(method, dict) and "name" not in method:
+            tree = dict(tree, method={"name": "full", **method})  # no name: full fine-tuning, as before
+        name = method.get("name", "full") if isinstance(method, dict) else getattr(method, "name", "full")
+        from .methods import method_training_defaults
+
+        defaults = method_training_defaults(name)
+        if not defaults:
+            return tree
+        training = tree.get("training") or {}
+        if isinstance(training, BaseModel):
+            return tree  # an already validated section: its values are settled
+        if not isinstance(training, dict):
+            return tree
+        return dict(tree, training={**defaults, **training})
+
     def to_yaml(self) -> str:
         """The config as YAML, without the options that belong to the other task (they sit at defaults)."""
         tree = self.model_dump(mode="json")
@@ -180,8 +277,13 @@ class Config(_Strict):
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     problems = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
+        loc = list(err["loc"])
+        if loc[:1] == ["method"] and len(loc) > 1 and loc[1] in METHOD_NAMES:
+            del loc[1]  # pydantic names the union member; the user wrote method.KEY
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            problems.append(f"bad value for '{key}.name': choose one of {', '.join(METHOD_NAMES)}")
+        elif err["type"] == "extra_forbidden":
             problems.append(f"unknown key '{key}'; remove it or check its spelling")
         elif err["type"] == "missing":
             problems.append(f"missing required key '{key}'")
@@ -245,3 +347,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (model:, data:, training: ...)")
     return config_from_dict(tree, source=str(path), overrides=overrides)
+
+
+def method_config_from_dict(tree: dict, source: str = "method"):
+    """A validated method block (as saved in a model folder's tuneforge.json)."""
+    try:
+        return TypeAdapter(MethodConfig).validate_python(tree)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {exc.errors()[0]['msg']}") from None

@@ -46,11 +46,18 @@ def load_token_classifier(
     labels: list[str] | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    announce_new_head: bool = True,
 ):
-    """An ``AutoModelForTokenClassification``; with ``labels``, a fresh head sized for them."""
+    """An ``AutoModelForTokenClassification``; with ``labels``, a fresh head sized for them.
+
+    ``announce_new_head=False`` when the head is about to be replaced by saved weights anyway.
+    """
     from transformers import AutoModelForTokenClassification
 
-    return _load_with_head(AutoModelForTokenClassification, name_or_path, labels, revision, trust_remote_code)
+    return _load_with_head(
+        AutoModelForTokenClassification, name_or_path, labels, revision, trust_remote_code,
+        announce_new_head=announce_new_head,
+    )
 
 
 def load_sequence_classifier(
@@ -59,6 +66,7 @@ def load_sequence_classifier(
     multi_label: bool = False,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    announce_new_head: bool = True,
 ):
     """An ``AutoModelForSequenceClassification``; with ``labels``, a fresh head sized for them.
 
@@ -70,10 +78,14 @@ def load_sequence_classifier(
     extra = {}
     if labels is not None:
         extra["problem_type"] = "multi_label_classification" if multi_label else "single_label_classification"
-    return _load_with_head(AutoModelForSequenceClassification, name_or_path, labels, revision, trust_remote_code, extra)
+    return _load_with_head(
+        AutoModelForSequenceClassification, name_or_path, labels, revision, trust_remote_code, extra,
+        announce_new_head=announce_new_head,
+    )
 
 
-def _load_with_head(auto_class, name_or_path, labels, revision, trust_remote_code, extra: dict | None = None):
+def _load_with_head(auto_class, name_or_path, labels, revision, trust_remote_code, extra: dict | None = None,
+                    announce_new_head: bool = True):
     path = resolve_path(name_or_path)
     kwargs: dict = {"revision": revision, "trust_remote_code": trust_remote_code, **(extra or {})}
     if labels is not None:
@@ -93,7 +105,7 @@ def _load_with_head(auto_class, name_or_path, labels, revision, trust_remote_cod
         model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
-    if labels is not None and info.get("missing_keys"):
+    if labels is not None and announce_new_head and info.get("missing_keys"):
         print(f"new task head for {len(labels)} labels: {', '.join(sorted(info['missing_keys']))}")
     if getattr(model.config, "pad_token_id", None) is None:
         eos = getattr(model.config, "eos_token_id", None)

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .base import Method
 
-class FullFineTuning:
+
+class FullFineTuning(Method):
     name = "full"
+    # The training section's own defaults are full fine-tuning's budget.
+    DEFAULT_TRAINING: dict = {}
+    stores_full_model = True
 
-    def prepare(self, model, method_config):
+    def prepare(self, model, cfg):
         for param in model.parameters():
             param.requires_grad_(True)
         return model
 
     def save(self, model, out_dir: Path) -> None:
         model.save_pretrained(out_dir)  # safetensors is transformers' default and only format we write
+
+    def load(self, base_model, folder: Path, cfg):
+        return base_model  # artifacts loads the saved folder itself as the model
+
+    def merge(self, model):
+        return model

@@ -1,0 +1,131 @@
+"""What every adaptation method provides, and the pieces our own (non-peft) methods share.
+
+A method is one object in :data:`tuneforge.methods.REGISTRY` with:
+
+- ``name`` and ``DEFAULT_TRAINING`` (measured learning rate / epochs that fill unset ``training.*``);
+- ``prepare(model, cfg) -> model``: make exactly the intended parameters trainable (wrapping the
+  model where the method needs it); the task head always trains;
+- ``save(model, out_dir)``: write only what training changed (the head included);
+- ``load(base_model, folder, cfg) -> model``: put saved weights back onto a fresh base model;
+- ``merge(model) -> model``: a plain ``transformers`` model with the method folded in, or a
+  :class:`~tuneforge.errors.TuneforgeError` when the method cannot be folded (adapters, prompts);
+- ``stores_full_model``: True only when ``save`` writes a complete Hugging Face model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import TuneforgeError
+
+# Our own methods (freeze, bitfit, adapter) save the trainable tensors under their names in the
+# prepared model; loading prepares a fresh base model the same way and fills them in.
+TRAINABLE_WEIGHTS_FILE = "tuneforge_method.safetensors"
+
+
+def head_module_names(model: nn.Module) -> list[str]:
+    """Top-level modules outside the pre-trained body (e.g. ``classifier``): the task head.
+
+    ``transformers`` keeps the body under ``model.base_model_prefix`` (``bert``, ``roberta``...);
+    everything else a *For...Classification* model adds is head.
+    """
+    prefix = getattr(model, "base_model_prefix", "")
+    names = [n for n, m in model.named_children() if n != prefix and any(True for _ in m.parameters())]
+    if not names or not any(n == prefix for n, _ in model.named_children()):
+        raise TuneforgeError(
+            f"cannot tell the task head from the body of {type(model).__name__} "
+            f"(no child named {prefix!r}); use method.name=full for this model"
+        )
+    return names
+
+
+def freeze_all_but_head(model: nn.Module) -> list[str]:
+    """Freeze every parameter, then unfreeze the head; returns the head's module names."""
+    heads = head_module_names(model)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for name in heads:
+        for param in getattr(model, name).parameters():
+            param.requires_grad_(True)
+    return heads
+
+
+def transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The body's stack of transformer layers (the ModuleList as long as ``num_hidden_layers``)."""
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    body = model.base_model
+    for _, module in body.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise TuneforgeError(
+        f"cannot find the {n_layers} transformer layers of {type(model).__name__}; "
+        "this method does not support the architecture yet"
+    )
+
+
+def trainable_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in names}
+
+
+def save_trainable(model: nn.Module, out_dir: Path, method_name: str) -> None:
+    from safetensors.torch import save_file
+
+    save_file(trainable_tensors(model), str(Path(out_dir) / TRAINABLE_WEIGHTS_FILE), metadata={"method": method_name})
+
+
+def load_trainable(model: nn.Module, folder: Path) -> nn.Module:
+    """Fill the prepared ``model``'s trainable tensors from ``folder``; every one must be there."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / TRAINABLE_WEIGHTS_FILE
+    weights = load_file(str(path))
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != expected:
+        missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
+        raise TuneforgeError(
+            f"{path}: saved weights do not match the method's parameters "
+            f"(missing {missing[:3]}, unexpected {extra[:3]}); was the run saved by another tuneforge version?"
+        )
+    model.load_state_dict(weights, strict=False)
+    return model
+
+
+class Method:
+    """The interface described at the top of this module; each method module subclasses it."""
+
+    name = ""
+    DEFAULT_TRAINING: dict = {}  # e.g. {"learning_rate": 1e-3, "epochs": 10}, measured per method
+    stores_full_model = False
+
+    def prepare(self, model, cfg):  # pragma: no cover - each method defines it
+        raise NotImplementedError
+
+    def save(self, model, out_dir: Path) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def load(self, base_model, folder: Path, cfg):  # pragma: no cover
+        raise NotImplementedError
+
+    def merge(self, model):  # pragma: no cover
+        raise NotImplementedError
+
+
+class SubsetOfBaseMethod(Method):
+    """A method that trains a subset of the model's parameters, its own or added ones (freeze,
+    bitfit, adapter): saving writes those tensors; loading prepares a fresh base model the same way
+    and fills them in. For a subset of the base's own parameters, merging is loading: the result
+    already is a plain model.
+    """
+
+    def save(self, model, out_dir: Path) -> None:
+        save_trainable(model, out_dir, self.name)
+
+    def load(self, base_model, folder: Path, cfg):
+        return load_trainable(self.prepare(base_model, cfg), folder)
+
+    def merge(self, model):
+        return model

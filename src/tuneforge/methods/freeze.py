@@ -1,0 +1,28 @@
+"""Freeze the body: train the head only, or the top ``train_top_layers`` transformer layers plus head.
+
+Only the trained tensors are saved (a small safetensors file); loading puts them onto the base model.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import SubsetOfBaseMethod, freeze_all_but_head, transformer_layers
+
+
+class FreezeBody(SubsetOfBaseMethod):
+    name = "freeze"
+    # Starting values from the literature for this family of methods, not yet tuned on our data;
+    # README ("Adaptation methods") lists what has been measured with them.
+    DEFAULT_TRAINING = {"learning_rate": 1e-3, "epochs": 10}
+
+    def prepare(self, model, cfg):
+        freeze_all_but_head(model)
+        k = cfg.train_top_layers
+        if k:
+            layers = transformer_layers(model)
+            if k > len(layers):
+                raise ConfigError(f"method.train_top_layers: {k} is more than the model's {len(layers)} layers")
+            for layer in list(layers)[-k:]:
+                for param in layer.parameters():
+                    param.requires_grad_(True)
+        return model
