@@ -38,8 +38,8 @@ def default_target_modules(model_type: str) -> list[str]:
 
 class LoRA(peft_common.PeftMethod):
     name = "lora"
-    # r 16 / alpha 32 on every attention + FFN linear layer, lr 1e-3, 10 epochs: the literature's
-    # recipe for all-linear LoRA; README ("Adaptation methods") has what it measured on WNUT-16.
+    # r 16 / alpha 32 on every attention + FFN linear layer, lr 1e-3, 10 epochs: test F1 0.620 on the
+    # MiniLM + WNUT-16 split (1 seed), above full fine-tuning's 0.471-0.536; see README.
     DEFAULT_TRAINING = {"learning_rate": 1e-3, "epochs": 10}
 
     def prepare(self, model, cfg):
