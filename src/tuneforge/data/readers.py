@@ -340,11 +340,13 @@ def write_conll(examples: Sequence[TokenExample], path: str | Path, tags: Sequen
 #   each CJK character is its own word (Chinese is labelled per character);
 #   a run of letters/digits, with inner apostrophes or hyphens kept ("don't", "state-of-the-art");
 #   any other non-space character on its own (punctuation, emoji).
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
+_WORD_CHAR = rf"[^\W_{_CJK}]"  # a letter or digit that is not CJK
 PRETOKENIZER_PATTERN = (
     r"https?://\S+|www\.\S+"
     r"|[@#][\w_]+"
-    r"|[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
-    r"|[^\W_]+(?:['’\-][^\W_]+)*"
+    rf"|[{_CJK}]"
+    rf"|{_WORD_CHAR}+(?:['’\-]{_WORD_CHAR}+)*"
     r"|\S"
 )
 
