@@ -258,7 +258,7 @@ def _train_token_classifier(cfg: Config, run_dir: Path, resume: bool, on_step: S
         save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta)
 
     result = train_loop(
-        model, windows, [len(w.input_ids) for w in windows], Collator(tokenizer.pad_token_id), cfg.training,
+        model, windows, [len(w.input_ids) for w in windows], Collator(tokenizer.pad_token_id, cfg.training.pad_to_multiple_of), cfg.training,
         run_dir, evaluate_dev if splits["dev"] else None, save_best, resume=resume, on_step=on_step,
     )
 
