@@ -53,10 +53,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """What ``auto`` means, by measurement (benchmarks/RESULTS.md):
 
     - GPU with bf16 support: bf16 autocast, for training and inference;
-    - CPU: fp32. On an AVX512-BF16 CPU a bf16 MiniLM step was 2.3x faster once its shape had been
-      seen, but 1.3x slower the first time each shape appears (oneDNN builds a kernel per shape),
-      and variable-length batches keep producing new shapes; its F1 over a full run is not yet
-      measured. ``precision: bf16`` opts in (``cpu_has_native_bf16`` says whether it can pay).
+    - CPU: fp32. On an AVX512-BF16 CPU bf16 autocast trained MiniLM 1.4x faster, but one seed's
+      WNUT-16 test F1 came out 2.2 points lower (benchmarks/RESULTS.md); until more seeds settle
+      it, ``precision: bf16`` is an opt-in (``cpu_has_native_bf16`` says whether it can pay).
     """
     if precision != "auto":
         return precision
