@@ -72,7 +72,8 @@ def build_optimizer(model, cfg: TrainingConfig) -> torch.optim.Optimizer:
             continue
         (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, foreach=True)
+    impl = {"fused": True} if cfg.adamw_impl == "fused" else {"foreach": True}
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, **impl)
 
 
 def peak_rss_mb() -> float:
