@@ -55,7 +55,7 @@ class RunResult:
 # Data
 
 
-def _read_split(cfg: Config, path: str, labelled: bool = True) -> list[TokenExample]:
+def _read_token_split(cfg: Config, path: str, labelled: bool = True) -> list[TokenExample]:
     return read_token_file(
         path, cfg.data.format, cfg.data.token_column, cfg.data.tag_column if labelled else None
     )
@@ -97,7 +97,7 @@ def prepare_data(cfg: Config) -> tuple[dict[str, list], list[str], dict]:
     """
     if cfg.task.type == "text_classification":
         return _prepare_text_data(cfg)
-    splits, report = _read_splits(cfg, lambda path: _read_split(cfg, path))
+    splits, report = _read_splits(cfg, lambda path: _read_token_split(cfg, path))
     train = splits["train"]
     for name, examples in splits.items():
         if examples:

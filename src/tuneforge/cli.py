@@ -55,7 +55,6 @@ def _cmd_eval(args) -> int:
 def _cmd_predict(args) -> int:
     from . import api
     from .data.readers import detect_format, detect_text_format, read_text_lines, read_token_file
-    from .paths import atomic_write_text
 
     predictor = api.load(args.run)
     if isinstance(predictor, api.TextClassifier):
@@ -65,17 +64,12 @@ def _cmd_predict(args) -> int:
         examples = predictor.read(args.input, fmt, labelled=False, text_column=args.text_column,
                                   text_pair_column=args.text_pair_column)
         results = predictor.predict(examples, batch_size=args.batch_size)
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
-        if args.out:
-            atomic_write_text(args.out, text)
-            print(f"wrote {len(results)} predictions to {args.out}", file=sys.stderr)
-        else:
-            sys.stdout.write(text)
+        _write_output(_jsonl(results), args.out, f"{len(results)} predictions")
         return 0
     if args.format in ("csv", "tsv"):
         raise TuneforgeError(f"--format {args.format}: a token classifier reads conll, jsonl or text")
     fmt = args.format if args.format != "auto" else (
-        "text" if Path(args.input).suffix.lower() in {".txt", ".text"} else detect_format(args.input)
+        "text" if detect_text_format(args.input) == "text" else detect_format(args.input)
     )
     if fmt == "text":
         examples = read_text_lines(args.input)
@@ -88,14 +82,25 @@ def _cmd_predict(args) -> int:
             lines += [f"{w}\t{t}" for w, t in zip(r["words"], r["tags"])] + [""]
         text = "\n".join(lines) + "\n"
     else:
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
-    if args.out:
-        atomic_write_text(args.out, text)
-        n_ent = sum(len(r["entities"]) for r in results)
-        print(f"wrote {len(results)} predictions ({n_ent} entities) to {args.out}", file=sys.stderr)
+        text = _jsonl(results)
+    n_entities = sum(len(r["entities"]) for r in results)
+    _write_output(text, args.out, f"{len(results)} predictions ({n_entities} entities)")
+    return 0
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def _write_output(text: str, out: str | None, what: str) -> None:
+    """To ``out`` atomically (and say so on stderr), or to standard output."""
+    from .paths import atomic_write_text
+
+    if out:
+        atomic_write_text(out, text)
+        print(f"wrote {what} to {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return 0
 
 
 def _cmd_data_split(args) -> int:
