@@ -44,7 +44,7 @@ def time_call(fn, repeats: int) -> float:
 
 
 def bench_inference(run_dir: str, sentences: list[list[str]], batch_sizes=(1, 8, 32, 64), repeats: int = 3,
-                    precision: str = "auto") -> dict:
+                    precision: str = "auto", gold: list[list[str]] | None = None) -> dict:
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
     import tuneforge
@@ -78,7 +78,10 @@ def bench_inference(run_dir: str, sentences: list[list[str]], batch_sizes=(1, 8,
         preds = ours.predict(sentences, batch_size=best_ours)
         same = sum(a == b for p, q in zip(preds, pipe_types) for a, b in zip(tag_types(p["tags"]), q))
         agreement[mode] = same / n_words
+    variants = _precision_variants(run_dir, sentences, best_ours, repeats, ours.predict(sentences, batch_size=best_ours),
+                                   gold)
     return {
+        "variants": variants,
         "sentences": len(sentences), "words": n_words,
         "tuneforge_batch_size": best_ours, "pipeline_batch_size": best_pipe,
         "tuneforge_seconds": statistics.median(t_ours), "pipeline_seconds": statistics.median(t_pipe),
@@ -88,3 +91,27 @@ def bench_inference(run_dir: str, sentences: list[list[str]], batch_sizes=(1, 8,
         "agreement_argmax": agreement["argmax"], "agreement_viterbi": agreement["viterbi"],
         "tuneforge_precision": ours.precision,
     }
+
+
+def _precision_variants(run_dir: str, sentences, batch_size: int, repeats: int, reference: list[dict],
+                        gold: list[list[str]] | None) -> list[dict]:
+    """tuneforge at fp32, bf16 autocast and dynamic int8: words/s, tag agreement with fp32, test F1.
+
+    ``reference``: the fp32 predictions (default Viterbi decoding) the others are compared with.
+    """
+    import tuneforge
+    from tuneforge.evaluation.metrics import entity_scores
+
+    n_words = sum(len(w) for w in sentences)
+    out = []
+    for precision in ("fp32", "bf16", "int8"):
+        model = tuneforge.load(run_dir, precision=precision)
+        model.predict(sentences[:16], batch_size=batch_size)  # warm-up (oneDNN primitive caches)
+        seconds = time_call(lambda: model.predict(sentences, batch_size=batch_size), repeats)
+        preds = model.predict(sentences, batch_size=batch_size)
+        same = sum(a == b for p, q in zip(preds, reference) for a, b in zip(p["tags"], q["tags"]))
+        row = {"precision": precision, "words_per_second": n_words / seconds, "agreement_with_fp32": same / n_words}
+        if gold is not None:
+            row["test_f1"] = entity_scores(gold, [p["tags"] for p in preds])["micro"]["f1"]
+        out.append(row)
+    return out

@@ -37,12 +37,14 @@ def one_run(system: str, seed: int, epochs: int, batch_size: int, lr: float, max
                  f"output_dir={workdir / f'{system}-seed{seed}'}"]
     if max_train:
         overrides.append(f"data.max_train_examples={max_train}")
+    if system == "tuneforge-bf16":  # the same run with bf16 autocast (training.precision), to weigh speed against F1
+        overrides.append("training.precision=bf16")
     cfg = load_config(CONFIG, overrides)
     splits, labels, _ = prepare_data(cfg)
     gold = [e.tags for e in splits["test"]]
     record = {"system": system, "seed": seed, "epochs": epochs, "batch_size": batch_size, "learning_rate": lr,
               "train_sentences": len(splits["train"]), "test_sentences": len(splits["test"])}
-    if system == "tuneforge":
+    if system.startswith("tuneforge"):
         result = tuneforge.train(cfg, overwrite=True)
         training = result.metrics["training"]
         record.update(train_seconds=training["seconds"], train_samples=training["samples"],
@@ -72,18 +74,31 @@ def one_run(system: str, seed: int, epochs: int, batch_size: int, lr: float, max
     return record
 
 
+SYSTEMS = ("tuneforge", "anchor", "tuneforge-bf16")  # the order runs alternate in
+
+
 def summarise(rows: list[dict]) -> str:
-    by = {s: [r for r in rows if r["system"] == s] for s in ("tuneforge", "anchor")}
+    """Medians per system and ratios to the anchor; test F1 also as mean ± std over the runs."""
+    by = {s: [r for r in rows if r["system"] == s] for s in SYSTEMS if any(r["system"] == s for r in rows)}
+    ours = [s for s in by if s != "anchor"]
     keys = ["samples_per_second", "tokens_per_second", "train_seconds", "peak_rss_mb", "test_f1",
             "test_f1_seqeval_default_mode"]
-    lines = ["| metric | tuneforge (median) | Trainer recipe (median) | ratio tuneforge/anchor |", "|---|---|---|---|"]
+    names = {"tuneforge": "tuneforge (fp32)", "tuneforge-bf16": "tuneforge (bf16)"}
+    lines = ["| metric (median) | " + " | ".join(f"{names[s]} | ratio" for s in ours) + " | Trainer recipe |",
+             "|---|" + "---|---|" * len(ours) + "---|"]
     for key in keys:
-        a = statistics.median(r[key] for r in by["tuneforge"])
         b = statistics.median(r[key] for r in by["anchor"])
-        lines.append(f"| {key} | {a:.4g} | {b:.4g} | " + (f"{a / b:.3f} |" if b else "n/a |"))
-    f1s = {s: [round(r["test_f1"], 4) for r in by[s]] for s in by}
+        cells = []
+        for s in ours:
+            a = statistics.median(r[key] for r in by[s])
+            cells += [f"{a:.4g}", f"{a / b:.3f}x" if b else "n/a"]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {b:.4g} |")
     lines.append("")
-    lines.append(f"runs: tuneforge {len(by['tuneforge'])}, anchor {len(by['anchor'])}; test F1 per run: {f1s}")
+    for s, runs in by.items():
+        f1 = [r["test_f1"] for r in runs]
+        spread = f" ± {statistics.stdev(f1):.4f}" if len(f1) > 1 else ""
+        lines.append(f"- {names.get(s, 'Trainer recipe')}: test F1 mean {statistics.mean(f1):.4f}{spread} over "
+                     f"{len(f1)} runs ({', '.join(f'{x:.4f}' for x in f1)})")
     return "\n".join(lines)
 
 
@@ -95,7 +110,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-train", type=int, default=None, help="train on a slice (quick runs)")
     parser.add_argument("--out", default="bench-out/train.jsonl")
-    parser.add_argument("--one", choices=["tuneforge", "anchor"], help=argparse.SUPPRESS)
+    parser.add_argument("--one", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = Path(args.out)
@@ -108,7 +123,7 @@ def main() -> None:
     if out.exists():
         out.unlink()
     for seed in range(1, args.seeds + 1):
-        for system in ("tuneforge", "anchor"):
+        for system in SYSTEMS:
             started = time.time()
             cmd = [sys.executable, __file__, "--one", system, "--seed", str(seed), "--epochs", str(args.epochs),
                    "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--out", str(out)]

@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_train import CONFIG, summarise  # noqa: E402
+from bench_train import CONFIG, SYSTEMS, summarise  # noqa: E402
 
 
 def machine_info() -> dict:
@@ -50,7 +50,7 @@ def train_runs(out: Path, seeds: int, epochs: int, max_train: int | None, repeat
         out.unlink()
     for seed in range(1, seeds + 1):
         for _ in range(repeats_per_seed):
-            for system in ("tuneforge", "anchor"):
+            for system in SYSTEMS:
                 cmd = [sys.executable, str(HERE / "bench_train.py"), "--one", system, "--seed", str(seed),
                        "--epochs", str(epochs), "--out", str(out)]
                 if max_train:
@@ -62,12 +62,14 @@ def train_runs(out: Path, seeds: int, epochs: int, max_train: int | None, repeat
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
-def test_sentences() -> list[list[str]]:
+def test_sentences(gold: bool = False):
+    """The test split's word lists (and, with ``gold``, their IOB2 tags)."""
     from tuneforge.api import prepare_data
     from tuneforge.config import load_config
 
     splits, _, _ = prepare_data(load_config(CONFIG))
-    return [e.words for e in splits["test"]]
+    words = [e.words for e in splits["test"]]
+    return (words, [e.tags for e in splits["test"]]) if gold else words
 
 
 def utilisation(rows: list[dict], work: Path) -> dict:
@@ -92,11 +94,13 @@ def utilisation(rows: list[dict], work: Path) -> dict:
     flops = training_flops(model_cfg, lengths, len(labels)) * ours[0]["epochs"]
     seconds = statistics.median(r["train_seconds"] for r in ours)
     anchor_seconds = statistics.median(r["train_seconds"] for r in rows if r["system"] == "anchor")
+    bf16_seconds = [r["train_seconds"] for r in rows if r["system"] == "tuneforge-bf16"]
     peak32 = measured_matmul_peak(torch.float32)
     peak16 = measured_matmul_peak(torch.bfloat16)
     return {
         "flops_per_run": flops, "tuneforge_flops_per_second": flops / seconds,
         "anchor_flops_per_second": flops / anchor_seconds,
+        "bf16_flops_per_second": flops / statistics.median(bf16_seconds) if bf16_seconds else None,
         "peak_fp32": peak32, "peak_bf16": peak16,
         "tuneforge_precision": ours[0].get("precision", "?"),
     }
@@ -146,20 +150,20 @@ def inference_scaling(run_dir: str, sentences: list[list[str]]) -> list[dict]:
 def write_results(path: Path, mode: str, command: str, info: dict, rows: list[dict], infer: dict,
                   util: dict | None, scale: dict | None) -> None:
     lines = [
-        "# Benchmarks", "",
+        "## Latest harness report (written by `make bench` / `make bench-quick`)", "",
         f"Mode: **{mode}**. Command: `{command}` (from the repository root; `make bench` / `make bench-quick`).",
         f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
-        "## Machine", "",
+        "### Machine", "",
         f"- CPU: {info['cpu']}, {info['cores']} cores; flags: {info['flags']}",
         f"- Python {info['python']}, torch {info['torch']} ({info['torch_threads']} threads), transformers {info['transformers']}",
         "",
-        "## Training: tuneforge vs the Hugging Face Trainer recipe (`run_ner`)", "",
+        "### Training: tuneforge vs the Hugging Face Trainer recipe (`run_ner`)", "",
         "Same model (bundled MiniLM-L6), data (WNUT-16, 80/10/10 split, seed 42), batch size, epochs, learning",
         "rate, warmup, weight decay and seed; runs alternate A B A B in separate processes. Medians; test F1 is",
         "entity-level micro F1, strict IOB2 (seqeval's definitions), and seqeval's default (lenient) mode beside it.",
         "",
         summarise(rows), "",
-        "## Inference: `tuneforge` predict vs `pipeline(\"token-classification\", aggregation_strategy=\"first\")`", "",
+        "### Inference: `tuneforge` predict vs `pipeline(\"token-classification\", aggregation_strategy=\"first\")`", "",
         f"{infer['sentences']} test tweets, {infer['words']} words, same trained model; each side at its best batch",
         f"size (tuneforge {infer['tuneforge_batch_size']}, pipeline {infer['pipeline_batch_size']}), median of 3.", "",
         "| metric | tuneforge | pipeline | ratio |", "|---|---|---|---|",
@@ -169,12 +173,19 @@ def write_results(path: Path, mode: str, command: str, info: dict, rows: list[di
         f"Word-level agreement on entity type: {100 * infer['agreement_argmax']:.2f}% with `decode: argmax`, "
         f"{100 * infer['agreement_viterbi']:.2f}% with the default Viterbi decoding (which repairs invalid IOB2).",
         f"tuneforge inference precision: {infer['tuneforge_precision']}.",
+        "", "tuneforge's inference precisions (`--precision`), same batch size, Viterbi decoding; agreement is the",
+        "share of words tagged exactly as fp32 tags them:", "",
+        "| precision | words/s | vs pipeline | tags agreeing with fp32 | test entity F1 |", "|---|---|---|---|---|",
     ]
+    for v in infer.get("variants", []):
+        lines.append(f"| {v['precision']} | {v['words_per_second']:.0f} | "
+                     f"{v['words_per_second'] / infer['pipeline_words_per_second']:.2f}x | "
+                     f"{100 * v['agreement_with_fp32']:.2f}% | {v.get('test_f1', float('nan')):.4f} |")
     if util:
         achieved = util["tuneforge_flops_per_second"]
         peak = util["peak_bf16"] if util["tuneforge_precision"] == "bf16" else util["peak_fp32"]
         lines += [
-            "", "## Utilisation", "",
+            "", "### Utilisation", "",
             f"Training FLOPs counted from the architecture and real tokens: {util['flops_per_run'] / 1e12:.2f} TFLOP per run.",
             f"Measured matmul peak (2048^3 GEMM, this harness): fp32 {util['peak_fp32'] / 1e9:.0f} GFLOP/s, "
             f"bf16 {util['peak_bf16'] / 1e9:.0f} GFLOP/s.",
@@ -183,15 +194,39 @@ def write_results(path: Path, mode: str, command: str, info: dict, rows: list[di
             f"the Trainer recipe (fp32): {util['anchor_flops_per_second'] / 1e9:.1f} GFLOP/s = "
             f"{100 * util['anchor_flops_per_second'] / util['peak_fp32']:.0f}% of the fp32 peak.",
         ]
+        if util.get("bf16_flops_per_second"):
+            lines.append(f"tuneforge training with `training.precision: bf16`: {util['bf16_flops_per_second'] / 1e9:.1f} "
+                         f"GFLOP/s = {100 * util['bf16_flops_per_second'] / util['peak_bf16']:.0f}% of the bf16 peak.")
     if scale:
-        lines += ["", "## Scaling", "", "Training, 1 epoch, share of the training split:", "",
+        lines += ["", "### Scaling", "", "Training, 1 epoch, share of the training split:", "",
                   "| share | sentences | real tokens | seconds | µs per token |", "|---|---|---|---|---|"]
         lines += [f"| {r['share']:.0%} | {r['sentences']} | {r['tokens']} | {r['seconds']:.1f} | {r['us_per_token']:.1f} |"
                   for r in scale["train"]]
         lines += ["", "Inference:", "", "| inputs | count | sub-word tokens | seconds | µs per token |", "|---|---|---|---|---|"]
         lines += [f"| {r['inputs']} | {r['count']} | {r['subword_tokens']} | {r['seconds']:.2f} | {r['us_per_token']:.1f} |"
                   for r in scale["inference"]]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _replace_generated(path, "\n".join(lines) + "\n")
+
+
+START, END = "<!-- make bench: start -->", "<!-- make bench: end -->"
+
+
+def _replace_generated(path: Path, report: str) -> None:
+    """Put ``report`` between the START/END markers of ``path``, keeping the hand-written rest.
+
+    The file's other sections (earlier measurements, profiles, lever by lever) are written by
+    people; a bench run replaces only its own block (or writes the whole file if it has no markers).
+    """
+    from tuneforge.paths import atomic_write_text
+
+    block = f"{START}\n{report}{END}\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + block + "\n" + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        text = block
+    atomic_write_text(path, text)
 
 
 def main() -> None:
@@ -227,7 +262,8 @@ def _in_subprocess(kind: str, run_dir: str, work: Path) -> dict:
     out = work / f"{kind}.json"
     code = (
         "import json, sys; sys.path.insert(0, %r); from bench_infer import bench_inference; "
-        "from run import test_sentences; json.dump(bench_inference(%r, test_sentences()), open(%r, 'w'))"
+        "from run import test_sentences; words, gold = test_sentences(gold=True); "
+        "json.dump(bench_inference(%r, words, gold=gold), open(%r, 'w'))"
         % (str(HERE), run_dir, str(out))
     )
     subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -70,6 +70,25 @@ def test_save_load_round_trip_gives_identical_logits(overfit_run):
     assert [e["entity"] for e in tagger("john smith lives in new york")] == mine["tags"]
 
 
+def test_int8_inference_quantizes_every_linear_and_keeps_the_predictions(overfit_run, tmp_path):
+    from tuneforge.api import evaluate
+
+    fp32 = tuneforge.load(overfit_run.run_dir, precision="fp32")
+    int8 = tuneforge.load(overfit_run.run_dir, precision="int8")
+    linears = [m for m in fp32.model.modules() if type(m) is torch.nn.Linear]
+    quantized = [m for m in int8.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert len(quantized) == len(linears) > 0
+    assert not [m for m in int8.model.modules() if type(m) is torch.nn.Linear]
+    words = "john smith lives in new york".split()
+    (a,) = fp32.predict([words])
+    (b,) = int8.predict([words])
+    assert a["tags"] == b["tags"] == ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC"]
+    assert max(abs(x - y) for x, y in zip(a["confidences"], b["confidences"])) < 0.05
+    test_file = yaml.safe_load((overfit_run.run_dir / "config.yaml").read_text())["data"]["test"]
+    metrics, _ = evaluate(overfit_run.run_dir, test_file, precision="int8")
+    assert metrics["f1"] == 1.0
+
+
 def test_windowed_prediction_matches_and_covers_long_inputs(overfit_run):
     model = tuneforge.load(overfit_run.run_dir)
     words = "john smith lives in new york".split()

@@ -35,7 +35,7 @@ from .data.readers import (
 )
 from .errors import ConfigError, TuneforgeError
 from .methods import count_parameters, get_method
-from .models import is_causal_model, load_sequence_classifier, load_token_classifier, load_tokenizer
+from .models import is_causal_model, load_sequence_classifier, load_token_classifier, load_tokenizer, quantize_for_inference
 from .artifacts import MODEL_DIR, load_model, save_model
 from .paths import atomic_write_text
 from .tasks import text_classification as txc
@@ -404,8 +404,14 @@ class TokenClassifier:
 
 
 def load(run: str | Path, device: str | None = None, precision: str = "auto") -> TokenClassifier | TextClassifier:
-    """The trained model of a run, as the predictor of its task (read from ``tuneforge.json``)."""
+    """The trained model of a run, as the predictor of its task (read from ``tuneforge.json``).
+
+    ``precision``: ``auto`` (bf16 on bf16 GPUs, else fp32), ``fp32``, ``bf16`` (autocast) or ``int8``
+    (dynamic int8 quantisation of the linear layers, CPU only).
+    """
     model, tokenizer, meta = load_model(run, device)
+    if precision == "int8":
+        model, precision = quantize_for_inference(model), "fp32"
     if meta.get("task") == "text_classification":
         return TextClassifier(model, tokenizer, meta, precision)
     return TokenClassifier(model, tokenizer, meta, precision)
@@ -414,13 +420,13 @@ def load(run: str | Path, device: str | None = None, precision: str = "auto") ->
 def evaluate(
     run: str | Path, data: str | Path, format: str = "auto", token_column: int = 0, tag_column: int = -1,
     scheme: str = "auto", batch_size: int = 64, text_column: str | None = None,
-    text_pair_column: str | None = None, label_column: str | None = None,
+    text_pair_column: str | None = None, label_column: str | None = None, precision: str = "auto",
 ) -> tuple[dict, str]:
     """Score a trained run on a labelled file; returns (metrics, report text).
 
     A text classifier reads the file with the column names it was trained with unless given.
     """
-    predictor = load(run)
+    predictor = load(run, precision=precision)
     if isinstance(predictor, TextClassifier):
         examples = predictor.read(data, format, True, text_column, text_pair_column, label_column)
         started = time.perf_counter()

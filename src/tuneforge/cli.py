@@ -28,12 +28,19 @@ def _score_name(metrics: dict) -> str:
     return "micro F1" if metrics.get("thresholds") is not None else "macro F1"
 
 
+def _add_precision(p) -> None:
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+                   help="auto: bf16 on GPUs that support it, else fp32; bf16: autocast; "
+                        "int8: dynamic int8 linear layers (CPU; see benchmarks/RESULTS.md for speed and agreement)")
+
+
 def _cmd_eval(args) -> int:
     from . import api
 
     metrics, report = api.evaluate(
         args.run, args.data, format=args.format, tag_column=args.tag_column, batch_size=args.batch_size,
         text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
+        precision=args.precision,
     )
     print(report)
     if "texts" in metrics:
@@ -56,7 +63,7 @@ def _cmd_predict(args) -> int:
     from . import api
     from .data.readers import detect_format, detect_text_format, read_text_lines, read_token_file
 
-    predictor = api.load(args.run)
+    predictor = api.load(args.run, precision=args.precision)
     if isinstance(predictor, api.TextClassifier):
         if args.output_format != "jsonl":
             raise TuneforgeError(f"--output-format {args.output_format}: a text classifier writes jsonl")
@@ -187,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag-column", type=int, default=-1)
     _add_text_columns(p, labels=True)
     p.add_argument("--batch-size", type=int, default=64)
+    _add_precision(p)
     p.add_argument("--out", help="also write the metrics as JSON here")
     p.set_defaults(func=_cmd_eval)
 
@@ -200,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-format", default="jsonl", choices=["jsonl", "conll"])
     p.add_argument("--out", help="write here instead of standard output")
     p.add_argument("--batch-size", type=int, default=64)
+    _add_precision(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("compare", help="train several adaptation methods on the same data and split, side by side")

@@ -122,3 +122,21 @@ def is_causal_model(name_or_path: str, revision: str | None = None, trust_remote
 
     kind = _model_type(resolve_path(name_or_path), revision, trust_remote_code)
     return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def quantize_for_inference(model):
+    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised per batch).
+
+    CPU only: ``torch.ao.quantization.quantize_dynamic`` has no CUDA kernels. Used by
+    ``tuneforge.load(..., precision="int8")`` (``predict`` / ``eval --precision int8``); never for
+    training. Its speed and agreement with fp32 are measured in benchmarks/RESULTS.md.
+    """
+    import warnings
+
+    import torch
+
+    if next(model.parameters()).device.type != "cpu":
+        raise ConfigError("precision int8 runs on the CPU only; use bf16 on a GPU")
+    with warnings.catch_warnings():  # torch deprecates the quantized tensor API in favour of torchao
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
