@@ -11,9 +11,11 @@ from .base import SubsetOfBaseMethod, freeze_all_but_head
 
 class BitFit(SubsetOfBaseMethod):
     name = "bitfit"
-    # Starting values from the literature for this family of methods, not yet tuned on our data;
-    # README ("Adaptation methods") lists what has been measured with them.
-    DEFAULT_TRAINING = {"learning_rate": 1e-3, "epochs": 10}
+    # Chosen on dev F1: MiniLM, WNUT-16 train slice of 600 tweets, full dev split, 10 epochs, seed 42
+    # (README "Adaptation methods", "How the defaults were chosen"); dev F1 per learning rate:
+    # 1e-3 0.330, 3e-3 0.424, 1e-2 0.491, 3e-2 0.500; 1e-2 and 3e-2 are within noise on 240 dev
+    # tweets, and the lower one keeps a margin from divergence on longer runs.
+    DEFAULT_TRAINING = {"learning_rate": 1e-2, "epochs": 10}
 
     def prepare(self, model, cfg):
         freeze_all_but_head(model)

@@ -11,8 +11,8 @@ from .base import SubsetOfBaseMethod, freeze_all_but_head, transformer_layers
 
 class FreezeBody(SubsetOfBaseMethod):
     name = "freeze"
-    # Starting values from the literature for this family of methods, not yet tuned on our data;
-    # README ("Adaptation methods") lists what has been measured with them.
+    # Not yet measured on our data (the other methods' sweeps came first): a starting value from the
+    # literature for head-only training; README ("Adaptation methods") says so.
     DEFAULT_TRAINING = {"learning_rate": 1e-3, "epochs": 10}
 
     def prepare(self, model, cfg):

@@ -7,9 +7,10 @@ from . import peft_common
 
 class IA3(peft_common.PeftMethod):
     name = "ia3"
-    # Starting values from the literature for this family of methods, not yet tuned on our data;
-    # README ("Adaptation methods") lists what has been measured with them.
-    DEFAULT_TRAINING = {"learning_rate": 3e-3, "epochs": 10}
+    # Chosen on dev F1: MiniLM, WNUT-16 train slice of 600 tweets, full dev split, 10 epochs, seed 42
+    # (README "Adaptation methods", "How the defaults were chosen"); dev F1 per learning rate:
+    # 3e-3 0.351, 1e-2 0.433.
+    DEFAULT_TRAINING = {"learning_rate": 1e-2, "epochs": 10}
 
     def prepare(self, model, cfg):
         from peft import IA3Config
