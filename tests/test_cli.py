@@ -87,3 +87,20 @@ def test_resume_refuses_a_changed_config(config_file, tmp_path, capsys):
     (tmp_path / "run" / "config.yaml").write_text(config_file.read_text())
     assert main(["train", str(config_file), "--resume", "--set", "training.epochs=31"]) == 2
     assert "differs from the one this run started with" in capsys.readouterr().err
+
+
+def test_atomic_outputs_get_the_usual_permissions_not_the_temp_files_0600(tmp_path):
+    import os
+    import stat
+
+    from tuneforge.paths import atomic_dir, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "out.txt", "x")
+        with atomic_dir(tmp_path / "run") as tmp:
+            (tmp / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o755
