@@ -76,10 +76,8 @@ def bench_inference(run_dir: str, sentences: list[list[str]], batch_sizes=(1, 8,
     for mode in ("argmax", "viterbi"):
         ours.decode = mode
         preds = ours.predict(sentences, batch_size=best_ours)
-        same = sum(a == b for p, q in zip(preds, pipe_types) for a, b in zip(tag_types(p["tags"]), q))
-        agreement[mode] = same / n_words
-    variants = _precision_variants(run_dir, sentences, best_ours, repeats, ours.predict(sentences, batch_size=best_ours),
-                                   gold)
+        agreement[mode] = share_agreeing([tag_types(p["tags"]) for p in preds], pipe_types)
+    variants = _precision_variants(run_dir, sentences, best_ours, repeats, gold)
     return {
         "variants": variants,
         "sentences": len(sentences), "words": n_words,
@@ -93,25 +91,30 @@ def bench_inference(run_dir: str, sentences: list[list[str]], batch_sizes=(1, 8,
     }
 
 
-def _precision_variants(run_dir: str, sentences, batch_size: int, repeats: int, reference: list[dict],
-                        gold: list[list[str]] | None) -> list[dict]:
-    """tuneforge at fp32, bf16 autocast and dynamic int8: words/s, tag agreement with fp32, test F1.
+def share_agreeing(ours: list[list[str]], theirs: list[list[str]]) -> float:
+    """The share of words given the same label by both sides."""
+    same = sum(a == b for p, q in zip(ours, theirs) for a, b in zip(p, q))
+    return same / sum(len(p) for p in ours)
 
-    ``reference``: the fp32 predictions (default Viterbi decoding) the others are compared with.
-    """
+
+def _precision_variants(run_dir: str, sentences, batch_size: int, repeats: int,
+                        gold: list[list[str]] | None) -> list[dict]:
+    """tuneforge at fp32, bf16 autocast and dynamic int8 (default Viterbi decoding): words/s, the share
+    of tags equal to fp32's (fp32 runs first and is the reference), test F1."""
     import tuneforge
     from tuneforge.evaluation.metrics import entity_scores
 
     n_words = sum(len(w) for w in sentences)
-    out = []
+    out, reference = [], None
     for precision in ("fp32", "bf16", "int8"):
         model = tuneforge.load(run_dir, precision=precision)
         model.predict(sentences[:16], batch_size=batch_size)  # warm-up (oneDNN primitive caches)
         seconds = time_call(lambda: model.predict(sentences, batch_size=batch_size), repeats)
-        preds = model.predict(sentences, batch_size=batch_size)
-        same = sum(a == b for p, q in zip(preds, reference) for a, b in zip(p["tags"], q["tags"]))
-        row = {"precision": precision, "words_per_second": n_words / seconds, "agreement_with_fp32": same / n_words}
+        tags = [p["tags"] for p in model.predict(sentences, batch_size=batch_size)]
+        reference = reference or tags
+        row = {"precision": precision, "words_per_second": n_words / seconds,
+               "agreement_with_fp32": share_agreeing(tags, reference)}
         if gold is not None:
-            row["test_f1"] = entity_scores(gold, [p["tags"] for p in preds])["micro"]["f1"]
+            row["test_f1"] = entity_scores(gold, tags)["micro"]["f1"]
         out.append(row)
     return out

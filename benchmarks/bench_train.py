@@ -83,7 +83,7 @@ def summarise(rows: list[dict]) -> str:
     ours = [s for s in by if s != "anchor"]
     keys = ["samples_per_second", "tokens_per_second", "train_seconds", "peak_rss_mb", "test_f1",
             "test_f1_seqeval_default_mode"]
-    names = {"tuneforge": "tuneforge (fp32)", "tuneforge-bf16": "tuneforge (bf16)"}
+    names = {"tuneforge": "tuneforge (fp32)", "tuneforge-bf16": "tuneforge (bf16)", "anchor": "Trainer recipe"}
     lines = ["| metric (median) | " + " | ".join(f"{names[s]} | ratio" for s in ours) + " | Trainer recipe |",
              "|---|" + "---|---|" * len(ours) + "---|"]
     for key in keys:
@@ -97,7 +97,7 @@ def summarise(rows: list[dict]) -> str:
     for s, runs in by.items():
         f1 = [r["test_f1"] for r in runs]
         spread = f" ± {statistics.stdev(f1):.4f}" if len(f1) > 1 else ""
-        lines.append(f"- {names.get(s, 'Trainer recipe')}: test F1 mean {statistics.mean(f1):.4f}{spread} over "
+        lines.append(f"- {names[s]}: test F1 mean {statistics.mean(f1):.4f}{spread} over "
                      f"{len(f1)} runs ({', '.join(f'{x:.4f}' for x in f1)})")
     return "\n".join(lines)
 
