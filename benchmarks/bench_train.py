@@ -27,7 +27,7 @@ def one_run(system: str, seed: int, epochs: int, batch_size: int, lr: float, max
             workdir: Path) -> dict:
     sys.path.insert(0, str(HERE))
     import tuneforge
-    from tuneforge.api import prepare_data
+    from tuneforge.tasks import make_task
     from tuneforge.config import load_config
     from tuneforge.evaluation.metrics import entity_scores
     from tuneforge.paths import resolve_path
@@ -40,7 +40,8 @@ def one_run(system: str, seed: int, epochs: int, batch_size: int, lr: float, max
     if system == "tuneforge-bf16":  # the same run with bf16 autocast (training.precision), to weigh speed against F1
         overrides.append("training.precision=bf16")
     cfg = load_config(CONFIG, overrides)
-    splits, labels, _ = prepare_data(cfg)
+    data = make_task(cfg).prepare_data()
+    splits, labels = data.splits, data.labels
     gold = [e.tags for e in splits["test"]]
     record = {"system": system, "seed": seed, "epochs": epochs, "batch_size": batch_size, "learning_rate": lr,
               "train_sentences": len(splits["train"]), "test_sentences": len(splits["test"])}

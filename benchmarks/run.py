@@ -64,10 +64,10 @@ def train_runs(out: Path, seeds: int, epochs: int, max_train: int | None, repeat
 
 def test_sentences(gold: bool = False):
     """The test split's word lists (and, with ``gold``, their IOB2 tags)."""
-    from tuneforge.api import prepare_data
+    from tuneforge.tasks import make_task
     from tuneforge.config import load_config
 
-    splits, _, _ = prepare_data(load_config(CONFIG))
+    splits = make_task(load_config(CONFIG)).prepare_data().splits
     words = [e.words for e in splits["test"]]
     return (words, [e.tags for e in splits["test"]]) if gold else words
 
@@ -76,7 +76,7 @@ def utilisation(rows: list[dict], work: Path) -> dict:
     import torch
     from transformers import AutoConfig
 
-    from tuneforge.api import prepare_data
+    from tuneforge.tasks import make_task
     from tuneforge.config import load_config
     from tuneforge.data.encode import encode_examples
     from tuneforge.models import load_tokenizer
@@ -84,7 +84,8 @@ def utilisation(rows: list[dict], work: Path) -> dict:
     from utilisation import measured_matmul_peak, training_flops
 
     cfg = load_config(CONFIG)
-    splits, labels, _ = prepare_data(cfg)
+    data = make_task(cfg).prepare_data()
+    splits, labels = data.splits, data.labels
     tok = load_tokenizer(cfg.model.name_or_path)
     ours = [r for r in rows if r["system"] == "tuneforge"]
     max_train = ours[0]["train_sentences"]

@@ -8,6 +8,7 @@ import json
 import pytest
 import yaml
 
+from tuneforge.training.callbacks import StepFunction
 from tuneforge.cli import main
 from tuneforge.compare import compare, plan_members
 from tuneforge.errors import ConfigError
@@ -67,7 +68,7 @@ def test_interrupted_compare_resumes_and_skips_finished_members(tiny_bert, ner_f
         def stop(step):
             if step == 4:
                 raise KeyboardInterrupt
-        api.train(members[1].config, on_step=[stop])
+        api.train(members[1].config, callbacks=[StepFunction(stop)])
     finished_model = (members[0].run_dir / "model" / "tuneforge_method.safetensors").stat().st_mtime_ns
 
     result = compare(cfg, ["bitfit"], seeds=2, overrides=short, isolate=False)

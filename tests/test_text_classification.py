@@ -8,6 +8,7 @@ import torch
 import yaml
 
 import tuneforge
+from tuneforge.training.callbacks import StepFunction
 from tuneforge.api import train
 from tuneforge.cli import main
 from tuneforge.data.encode import encode_texts, long_text_spans
@@ -472,7 +473,7 @@ def test_resume_after_interrupt_matches_uninterrupted(tiny_bert, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, on_step=[interrupt])
+        train(cfg, callbacks=[StepFunction(interrupt)])
     resumed = train(cfg, resume=True)
     assert resumed.metrics["history"] == full.metrics["history"]
     assert resumed.metrics["test"] == full.metrics["test"] and resumed.metrics["thresholds"] == full.metrics["thresholds"]

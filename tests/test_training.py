@@ -12,6 +12,7 @@ import torch
 import yaml
 
 import tuneforge
+from tuneforge.training.callbacks import StepFunction
 from tuneforge.api import train
 
 from conftest import tiny_config
@@ -113,7 +114,7 @@ def test_resume_after_interrupt_matches_uninterrupted(tiny_bert, ner_files, tmp_
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, on_step=[interrupt])
+        train(cfg, callbacks=[StepFunction(interrupt)])
     assert (tmp_path / "interrupted" / "checkpoint" / "state.json").exists()
     resumed = train(cfg, resume=True)
     assert resumed.metrics["history"] == full.metrics["history"]
@@ -135,7 +136,7 @@ def test_resume_mid_epoch_matches_uninterrupted(tiny_bert, ner_files, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, on_step=[interrupt])
+        train(cfg, callbacks=[StepFunction(interrupt)])
     state = json.loads((tmp_path / "interrupted" / "checkpoint" / "state.json").read_text())
     assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
     resumed = train(cfg, resume=True)

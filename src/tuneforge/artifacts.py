@@ -17,13 +17,11 @@ import torch
 from .config import method_config_from_dict
 from .errors import TuneforgeError
 from .methods import get_method
-from .models import load_sequence_classifier, load_token_classifier, load_tokenizer
+from .models import load_tokenizer
 from .paths import PACKAGE_SCHEME, atomic_dir
 
 MODEL_DIR = "model"
 META_FILE = "tuneforge.json"
-# the saved meta's task -> the loader of the plain transformers class that reads the folder
-MODEL_LOADERS = {"token_classification": load_token_classifier, "text_classification": load_sequence_classifier}
 
 
 def _portable_base_path(name_or_path: str) -> str:
@@ -65,15 +63,13 @@ def find_model_folder(run: str | Path) -> Path:
     raise TuneforgeError(f"{run}: no trained model here (expected {run / MODEL_DIR / META_FILE}); give a run folder")
 
 
-def _load_onto_base(folder: Path, meta: dict, method):
+def _load_onto_base(folder: Path, meta: dict, method, task):
     base = meta.get("base_model")
     if not base:
         raise TuneforgeError(f"{folder / META_FILE}: no base_model recorded; this {method.name} run cannot be loaded")
-    task = meta.get("task", "token_classification")
-    extra = {"multi_label": bool(meta.get("multi_label"))} if task == "text_classification" else {}
-    model = MODEL_LOADERS[task](
-        base["name_or_path"], meta["labels"], revision=base.get("revision"),
-        trust_remote_code=base.get("trust_remote_code", False), announce_new_head=False, **extra,
+    model = task.load_pretrained(
+        base["name_or_path"], meta["labels"], meta, revision=base.get("revision"),
+        trust_remote_code=base.get("trust_remote_code", False), announce_new_head=False,
     )
     method_cfg = method_config_from_dict(meta.get("method_config") or {"name": method.name}, str(folder / META_FILE))
     return method.load(model, folder, method_cfg)
@@ -83,24 +79,47 @@ def load_model(run: str | Path, device: str | None = None):
     """(model in eval mode on ``device``, tokenizer, meta) from a run folder."""
     folder = find_model_folder(run)
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    task = meta.get("task", "token_classification")
-    if task not in MODEL_LOADERS:
-        raise TuneforgeError(f"{folder / META_FILE}: unknown task {task!r}; this tuneforge knows {', '.join(MODEL_LOADERS)}")
-    loader = MODEL_LOADERS[task]
+    task = _task_of(folder, meta)
     method = get_method(meta.get("method", "full"))
     if method.stores_full_model:
         tokenizer = load_tokenizer(str(folder))
-        model = loader(str(folder))
+        model = task.load_pretrained(str(folder), meta=meta)
     else:
         from transformers import AutoTokenizer
 
         # No config.json here (only the method's weights); the saved tokenizer carries its own
         # settings (pad token, add_prefix_space), so it loads as it was saved.
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = _load_onto_base(folder, meta, method)
+        model = _load_onto_base(folder, meta, method, task)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(target).eval()
     return model, tokenizer, meta
+
+
+def _task_of(folder: Path, meta: dict):
+    from .tasks import REGISTRY
+
+    name = meta.get("task", "token_classification")
+    if name not in REGISTRY:
+        raise TuneforgeError(f"{folder / META_FILE}: unknown task {name!r}; this tuneforge knows {', '.join(REGISTRY)}")
+    meta["task"] = name
+    return REGISTRY[name]
+
+
+def load_predictor(run: str | Path, device: str | None = None, precision: str = "auto"):
+    """The trained model of a run as its task's predictor (``tuneforge.load``).
+
+    ``precision``: ``auto`` (bf16 on bf16 GPUs, else fp32), ``fp32``, ``bf16`` (autocast) or ``int8``
+    (dynamic int8 quantisation of the linear layers, CPU only).
+    """
+    from .models import quantize_for_inference
+
+    model, tokenizer, meta = load_model(run, device)
+    if precision == "int8":
+        model, precision = quantize_for_inference(model), "fp32"
+    from .tasks import get_task
+
+    return get_task(meta["task"]).Predictor(model, tokenizer, meta, precision)
 
 
 def weights_size_bytes(run: str | Path) -> int:

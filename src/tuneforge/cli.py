@@ -13,19 +13,13 @@ from .errors import TuneforgeError
 
 def _cmd_train(args) -> int:
     from . import api
+    from .tasks import get_task
 
     result = api.train(args.config, overrides=args.set, resume=args.resume, overwrite=args.overwrite)
     print((result.run_dir / "report.txt").read_text(encoding="utf-8"))
-    summary = {k: round(result.metrics[k]["f1"], 4) for k in ("dev", "test") if k in result.metrics}
-    print(f"run folder: {result.run_dir} · {_score_name(result.metrics)} {summary} · best epoch {result.metrics['best_epoch']}")
+    summary = get_task(result.metrics["task"]).summary(result.metrics)
+    print(f"run folder: {result.run_dir} · {summary} · best epoch {result.metrics['best_epoch']}")
     return 0
-
-
-def _score_name(metrics: dict) -> str:
-    """What the headline ``f1`` of a task's metrics is."""
-    if metrics.get("task") != "text_classification":
-        return "entity F1"
-    return "micro F1" if metrics.get("thresholds") is not None else "macro F1"
 
 
 def _add_precision(p) -> None:
@@ -37,21 +31,14 @@ def _add_precision(p) -> None:
 def _cmd_eval(args) -> int:
     from . import api
 
+    predictor = api.load(args.run, precision=args.precision)
     metrics, report = api.evaluate(
-        args.run, args.data, format=args.format, tag_column=args.tag_column, batch_size=args.batch_size,
-        text_column=args.text_column, text_pair_column=args.text_pair_column, label_column=args.label_column,
-        precision=args.precision,
+        predictor, args.data, format=args.format, batch_size=args.batch_size,
+        tag_column=args.tag_column, text_column=args.text_column, text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
     )
     print(report)
-    if "texts" in metrics:
-        if "accuracy" in metrics:
-            print(f"macro F1 {metrics['f1']:.4f} · accuracy {metrics['accuracy']:.4f} on {metrics['texts']} texts")
-        else:
-            print(f"micro F1 {metrics['f1']:.4f} · subset accuracy {metrics['subset_accuracy']:.4f} "
-                  f"on {metrics['texts']} texts")
-    else:
-        print(f"entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, R {metrics['recall']:.4f}) "
-              f"on {metrics['sentences']} sentences")
+    print(predictor.headline(metrics))
     if args.out:
         from .paths import atomic_write_text
 
@@ -61,42 +48,18 @@ def _cmd_eval(args) -> int:
 
 def _cmd_predict(args) -> int:
     from . import api
-    from .data.readers import detect_format, detect_text_format, read_text_lines, read_token_file
+    from .tasks.base import check_read_options
 
     predictor = api.load(args.run, precision=args.precision)
-    if isinstance(predictor, api.TextClassifier):
-        if args.output_format != "jsonl":
-            raise TuneforgeError(f"--output-format {args.output_format}: a text classifier writes jsonl")
-        fmt = detect_text_format(args.input) if args.format == "auto" else args.format
-        examples = predictor.read(args.input, fmt, labelled=False, text_column=args.text_column,
-                                  text_pair_column=args.text_pair_column)
-        results = predictor.predict(examples, batch_size=args.batch_size)
-        _write_output(_jsonl(results), args.out, f"{len(results)} predictions")
-        return 0
-    if args.format in ("csv", "tsv"):
-        raise TuneforgeError(f"--format {args.format}: a token classifier reads conll, jsonl or text")
-    fmt = args.format if args.format != "auto" else (
-        "text" if detect_text_format(args.input) == "text" else detect_format(args.input)
-    )
-    if fmt == "text":
-        examples = read_text_lines(args.input)
-    else:
-        examples = read_token_file(args.input, fmt, tag_column=None)
+    if args.output_format not in predictor.output_formats:
+        raise TuneforgeError(f"--output-format {args.output_format}: a {predictor.task_name.replace('_', ' ')} "
+                             f"model writes {', '.join(predictor.output_formats)}")
+    options = check_read_options(predictor, {"text_column": args.text_column, "text_pair_column": args.text_pair_column})
+    examples = predictor.read_inputs(args.input, args.format, **options)
     results = predictor.predict(examples, batch_size=args.batch_size)
-    if args.output_format == "conll":
-        lines = []
-        for r in results:
-            lines += [f"{w}\t{t}" for w, t in zip(r["words"], r["tags"])] + [""]
-        text = "\n".join(lines) + "\n"
-    else:
-        text = _jsonl(results)
-    n_entities = sum(len(r["entities"]) for r in results)
-    _write_output(text, args.out, f"{len(results)} predictions ({n_entities} entities)")
+    _write_output(predictor.format_output(results, args.output_format), args.out, predictor.describe_output(results))
     return 0
 
-
-def _jsonl(rows: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def _write_output(text: str, out: str | None, what: str) -> None:
@@ -191,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("data")
     p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv"])
-    p.add_argument("--tag-column", type=int, default=-1)
+    p.add_argument("--tag-column", type=int, help="token classifiers: the tag column of a CoNLL file (default: last)")
     _add_text_columns(p, labels=True)
     p.add_argument("--batch-size", type=int, default=64)
     _add_precision(p)

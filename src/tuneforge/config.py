@@ -6,27 +6,12 @@ Unknown keys are errors (``extra="forbid"``) and every error names the dotted ke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from .errors import ConfigError
-
-
-# Options that belong to one task family; setting one for the other task is an error.
-TOKEN_ONLY = {"task": ("decode",), "data": ("token_column", "tag_column", "scheme"), "encoding": ("label_all_subwords",)}
-TEXT_ONLY = {
-    "task": ("multi_label", "class_weights", "long_text", "head_fraction", "window_pooling", "tune_thresholds"),
-    "data": ("text_column", "text_pair_column", "label_column", "label_separator"),
-    "encoding": (),
-}
-
-
-def _changed_from_default(section: BaseModel, keys) -> list[str]:
-    """Keys whose value differs from the default (a dumped config carries every default)."""
-    fields = type(section).model_fields
-    return [k for k in keys if getattr(section, k) != fields[k].get_default(call_default_factory=True)]
 
 
 class _Strict(BaseModel):
@@ -40,21 +25,12 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
+    """Where the data is and how it is cut; each task adds its own keys (columns, schemes) in a subclass."""
+
     train: str
     dev: Optional[str] = None
     test: Optional[str] = None
-    format: Literal["auto", "conll", "jsonl", "csv", "tsv"] = "auto"
-    # token classification: CoNLL columns and tag scheme
-    token_column: int = 0
-    tag_column: int = -1
-    scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "IO"] = "auto"
-    # text classification: CSV/TSV column names, also the JSONL keys
-    text_column: str = "text"
-    text_pair_column: Optional[str] = Field(default=None, description="second text of a pair (NLI, QA matching)")
-    label_column: str = "label"
-    label_separator: str = Field(
-        default="|", min_length=1, description="multi-label CSV/TSV: separator between labels in one cell"
-    )
+    format: str = "auto"
     split: Optional[tuple[float, float, float]] = Field(
         default=None,
         description="train/dev/test ratios to cut `train` into when dev/test files are not given",
@@ -62,8 +38,15 @@ class DataConfig(_Strict):
     split_seed: int = 42
     max_train_examples: Optional[int] = Field(default=None, ge=1, description="use only the first N after splitting")
 
+    # the formats the task reads; a task's subclass narrows it
+    FORMATS: ClassVar[tuple[str, ...]] = ("auto",)
+
     @model_validator(mode="after")
     def _check_split(self) -> "DataConfig":
+        if self.format not in self.FORMATS:
+            raise ValueError(
+                f"'data.format' {self.format} is not read by this task; use one of {', '.join(self.FORMATS)}"
+            )
         if self.split is not None:
             if any(r < 0 for r in self.split) or abs(sum(self.split) - 1.0) > 1e-6:
                 raise ValueError("split ratios must be non-negative and sum to 1")
@@ -73,12 +56,10 @@ class DataConfig(_Strict):
 
 
 class EncodingConfig(_Strict):
+    """How examples become model inputs; a task may add keys in a subclass."""
+
     max_length: int = Field(default=128, ge=8, description="tokens per window, special tokens included")
     stride: int = Field(default=32, ge=0, description="tokens shared by consecutive windows of a long input")
-    label_all_subwords: bool = False
-    label_position: Literal["auto", "first", "last"] = Field(
-        default="auto", description="sub-word a word is labelled on: auto = last for decoder models, else first"
-    )
 
     @model_validator(mode="after")
     def _check_stride(self) -> "EncodingConfig":
@@ -113,37 +94,23 @@ class TrainingConfig(_Strict):
         default=None, ge=1, description="round each batch's length up (fewer distinct shapes for bf16 kernels)"
     )
     progress: bool = True
+    metric_for_best: Optional[str] = Field(
+        default=None, description="dev metric that picks the best checkpoint; default: the task's (entity F1, macro-F1...)"
+    )
+    greater_is_better: Optional[bool] = Field(
+        default=None, description="default: the task's for its own metric, else false for names ending in 'loss'"
+    )
+    report_to: list[Literal["tensorboard", "mlflow", "jsonl"]] = Field(
+        default_factory=list, description="experiment trackers (accelerate's), writing under RUN/logs/"
+    )
+    log_every_steps: int = Field(default=10, ge=1, description="optimizer steps between train-loss log entries")
 
 
-class TaskConfig(_Strict):
-    type: Literal["token_classification", "text_classification"] = "token_classification"
-    # token classification
-    decode: Literal["viterbi", "argmax"] = Field(
-        default="viterbi", description="viterbi forbids invalid IOB2 transitions (O -> I-X)"
-    )
-    # text classification
-    multi_label: bool = Field(default=False, description="sigmoid + BCE, any number of labels per text")
-    class_weights: Optional[Union[Literal["balanced"], dict[str, float]]] = Field(
-        default=None, description="single-label loss weights: 'balanced' (n / (k * count)) or {label: weight}"
-    )
-    long_text: Literal["head", "tail", "head_tail", "windows"] = Field(
-        default="windows",
-        description="texts longer than max_length: keep the head, the tail, both, or read every window and pool",
-    )
-    head_fraction: float = Field(default=0.25, ge=0, le=1, description="head_tail: share of tokens kept from the head")
-    window_pooling: Literal["mean", "max"] = Field(default="mean", description="windows: how window logits combine")
-    tune_thresholds: bool = Field(default=True, description="multi-label: tune a threshold per label on dev")
+class TaskOptions(_Strict):
+    """The ``task:`` block: ``type`` picks a task from :data:`tuneforge.tasks.REGISTRY`; the task's own
+    subclass of this adds its options (``decode`` for NER, ``multi_label`` for classifiers...)."""
 
-    @model_validator(mode="after")
-    def _check_options_fit_task(self) -> "TaskConfig":
-        wrong = _changed_from_default(self, TEXT_ONLY["task"] if self.type == "token_classification" else TOKEN_ONLY["task"])
-        if wrong:
-            raise ValueError(f"'task.{wrong[0]}' does not apply to task.type {self.type}; remove it")
-        if self.multi_label and self.class_weights is not None:
-            raise ValueError("'task.class_weights' is for single-label tasks; remove it or set task.multi_label: false")
-        if isinstance(self.class_weights, dict) and any(w <= 0 for w in self.class_weights.values()):
-            raise ValueError("'task.class_weights' must be positive")
-        return self
+    type: str = "token_classification"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,27 +189,16 @@ METHOD_NAMES = ("full", "freeze", "lora", "ia3", "prompt", "adapter", "bitfit")
 
 
 class Config(_Strict):
-    task: TaskConfig = Field(default_factory=TaskConfig)
+    """A whole run. ``task``, ``data`` and ``encoding`` are the chosen task's own classes (see
+    :func:`config_class`), so every key a task does not define is an error naming it."""
+
+    task: TaskOptions = Field(default_factory=TaskOptions)
     model: ModelConfig
     data: DataConfig
     encoding: EncodingConfig = Field(default_factory=EncodingConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     method: MethodConfig = Field(default_factory=FullMethodConfig)
     output_dir: str = "runs/latest"
-
-    @model_validator(mode="after")
-    def _check_data_options_fit_task(self) -> "Config":
-        is_text = self.task.type == "text_classification"
-        other = TOKEN_ONLY if is_text else TEXT_ONLY
-        for section in ("data", "encoding"):
-            wrong = _changed_from_default(getattr(self, section), other[section])
-            if wrong:
-                raise ValueError(f"'{section}.{wrong[0]}' does not apply to task.type {self.task.type}; remove it")
-        if is_text and self.data.format == "conll":
-            raise ValueError("'data.format' conll is for token classification; use csv, tsv or jsonl")
-        if not is_text and self.data.format in ("csv", "tsv"):
-            raise ValueError(f"'data.format' {self.data.format} is for text classification; use conll or jsonl")
-        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -271,16 +227,46 @@ class Config(_Strict):
         return dict(tree, training={**defaults, **training})
 
     def to_yaml(self) -> str:
-        """The config as YAML, without the options that belong to the other task (they sit at defaults)."""
-        tree = self.model_dump(mode="json")
-        other = TOKEN_ONLY if self.task.type == "text_classification" else TEXT_ONLY
-        for section, keys in other.items():
-            for key in keys:
-                tree[section].pop(key, None)
-        return yaml.safe_dump(tree, sort_keys=False, allow_unicode=True)
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+_CONFIG_CLASSES: dict[type, type[Config]] = {}
+
+
+def config_class(task_type: str) -> type[Config]:
+    """The Config subclass whose ``task``/``data``/``encoding`` sections are ``task_type``'s own classes."""
+    from .tasks import get_task
+
+    task = get_task(task_type)
+    if task not in _CONFIG_CLASSES:
+        sections = {"task": task.Options, "data": task.Data, "encoding": task.Encoding}
+        namespace = {"__annotations__": dict(sections), "__module__": __name__}
+        namespace["task"] = Field(default_factory=task.Options)
+        namespace["encoding"] = Field(default_factory=task.Encoding)
+        _CONFIG_CLASSES[task] = type(f"{task.__name__}Config", (Config,), namespace)
+    return _CONFIG_CLASSES[task]
+
+
+def _task_type(tree: dict) -> str:
+    section = tree.get("task")
+    if isinstance(section, BaseModel):
+        return section.type
+    if isinstance(section, dict) and section.get("type") is not None:
+        return section["type"]
+    return TaskOptions.model_fields["type"].default
+
+
+def _key_of_other_task(section: str, key: str) -> str | None:
+    """The task type that defines ``section.key`` when the chosen one does not (for a precise error)."""
+    from .tasks import REGISTRY
+
+    for name, task in REGISTRY.items():
+        if key in {"task": task.Options, "data": task.Data, "encoding": task.Encoding}[section].model_fields:
+            return name
+    return None
+
+
+def _format_validation_error(exc: ValidationError, source: str, task_type: str) -> str:
     problems = []
     for err in exc.errors():
         loc = list(err["loc"])
@@ -290,7 +276,12 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             problems.append(f"bad value for '{key}.name': choose one of {', '.join(METHOD_NAMES)}")
         elif err["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{key}'; remove it or check its spelling")
+            owner = _key_of_other_task(str(loc[0]), str(loc[1])) if len(loc) == 2 and loc[0] in (
+                "task", "data", "encoding") else None
+            if owner:
+                problems.append(f"'{key}' does not apply to task.type {task_type}; remove it")
+            else:
+                problems.append(f"unknown key '{key}'; remove it or check its spelling")
         elif err["type"] == "missing":
             problems.append(f"missing required key '{key}'")
         elif err["type"] == "value_error" and err["msg"].startswith("Value error, '"):
@@ -333,11 +324,17 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def config_from_dict(tree: dict, source: str = "config", overrides: list[str] | None = None) -> Config:
+    """Validate a config tree (plus ``--set`` overrides) against its task's config class."""
+    from .tasks import REGISTRY
+
     tree = _merge(tree, parse_overrides(overrides))
+    task_type = _task_type(tree)
+    if task_type not in REGISTRY:
+        raise ConfigError(f"{source}: bad value for 'task.type': {task_type!r}; choose one of {', '.join(REGISTRY)}")
     try:
-        return Config.model_validate(tree)
+        return config_class(task_type).model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, source, task_type)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

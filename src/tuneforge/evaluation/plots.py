@@ -58,3 +58,55 @@ def _draw(plt, np, counts, labels, path, title, size) -> None:
             raise
     finally:
         plt.close(fig)
+
+
+def render_training_curves_png(result, epochs: int) -> bytes:
+    """A run's ``curves.png``: train loss per logged step (left), dev metric per epoch with the best
+    epoch marked (right). ``result`` is the loop's :class:`~tuneforge.training.loop.LoopResult`."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = result.history
+    metric = result.metric_for_best
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    try:
+        if result.step_log:
+            steps = [e["step"] for e in result.step_log]
+            left.plot(steps, [e["loss"] for e in result.step_log], lw=1.2, label="train loss")
+            for key in sorted({k for e in result.step_log for k in e} - {"step", "epoch", "loss", "learning_rate"}):
+                left.plot(steps, [e.get(key) for e in result.step_log], lw=1, label=key)
+            left.set_xlabel("optimizer step")
+        else:  # fewer updates than one log interval: the epoch means are all there is
+            left.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker="o", label="train loss")
+            left.set_xlabel("epoch")
+        left.set_ylabel("loss")
+        left.set_title("training loss")
+        left.legend(fontsize=8)
+        left.grid(alpha=0.3)
+        key = f"dev_{metric}"
+        points = [(h["epoch"], h[key]) for h in history if key in h]
+        if points:
+            right.plot(*zip(*points), marker="o", label=f"dev {metric}")
+            if result.best_epoch is not None:
+                best = dict(points).get(result.best_epoch)
+                if best is not None:
+                    right.scatter([result.best_epoch], [best], s=140, facecolors="none", edgecolors="red", lw=2,
+                                  label=f"best (epoch {result.best_epoch})", zorder=3)
+            right.set_xlim(0.5, max(epochs, len(history)) + 0.5)
+            right.legend(fontsize=8)
+        else:
+            right.text(0.5, 0.5, "no dev set", ha="center", va="center", transform=right.transAxes)
+        right.set_xlabel("epoch")
+        right.set_ylabel(metric)
+        right.set_title(f"dev {metric} per epoch")
+        right.grid(alpha=0.3)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        return buffer.getvalue()
+    finally:
+        plt.close(fig)

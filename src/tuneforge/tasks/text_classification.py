@@ -1,8 +1,9 @@
-"""Text classification: labels, class weights, inference over long texts, thresholds, metrics.
+"""Text classification: labels, class weights, inference over long texts, thresholds, metrics; the
+task (:class:`TextClassification`) and its predictor (:class:`TextClassifier`).
 
 Single-label tasks use softmax and cross-entropy (optionally class-weighted); multi-label tasks use
 a sigmoid per label, binary cross-entropy, and a decision threshold per label tuned on dev and saved
-with the model. Best-checkpoint selection (the loop's ``f1``) is macro-F1 for single-label tasks,
+with the model. Best-checkpoint selection (the task's ``f1``) is macro-F1 for single-label tasks,
 so every class counts whatever its size, and micro-F1 for multi-label tasks, where rare labels with
 a handful of dev examples would make macro-F1 jumpy.
 """
@@ -11,15 +12,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
+from ..config import DataConfig, EncodingConfig, TaskOptions
 from ..data.encode import SequenceCollator, encode_texts, sorted_batches
-from ..data.readers import TextExample, check_known_labels, read_text_file
-from ..errors import ConfigError
+from ..data.readers import TextExample, check_known_labels, detect_text_format, read_text_file
+from ..errors import ConfigError, TuneforgeError
 from ..evaluation.metrics import format_classification_report, multi_label_scores, single_label_scores
+from ..models import load_sequence_classifier
+from ..paths import atomic_write_text
+from .base import Predictor, Task, TaskData
 from .token_classification import autocast_context
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # includes 0.5
@@ -62,16 +68,12 @@ def class_weight_vector(setting, examples: Sequence[TextExample], labels: Sequen
     return [float(setting.get(label, 1.0)) for label in labels]
 
 
-def weighted_cross_entropy(weights: Sequence[float]):
-    """The loop's ``compute_loss`` hook: cross-entropy with a weight per class."""
-    weight = torch.tensor(list(weights), dtype=torch.float)
-
-    def compute_loss(model, batch: dict) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs).logits
-        return torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=weight.to(logits.device))
-
-    return compute_loss
+def weighted_cross_entropy(model, batch: dict, weights: torch.Tensor):
+    """``(loss, outputs)``: cross-entropy with a weight per class (the task's loss when weights are set)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    outputs = model(**inputs)
+    loss = torch.nn.functional.cross_entropy(outputs.logits.float(), batch["labels"], weight=weights.to(outputs.logits.device))
+    return loss, outputs
 
 
 def tune_thresholds(probabilities: np.ndarray, gold: np.ndarray) -> list[float]:
@@ -169,35 +171,16 @@ def format_report(metrics: dict, multi_label: bool) -> str:
     return f"Classification report, {kind}\n" + format_classification_report(metrics["scores"])
 
 
-def model_meta(cfg, labels: Sequence[str]) -> dict:
-    """What ``tuneforge.json`` keeps for a text classifier: enough to predict and evaluate as trained."""
-    t, d, e = cfg.task, cfg.data, cfg.encoding
-    return {
-        "task": t.type, "labels": list(labels), "multi_label": t.multi_label,
-        "thresholds": [0.5] * len(labels) if t.multi_label else None,
-        "max_length": e.max_length, "stride": e.stride, "long_text": t.long_text,
-        "head_fraction": t.head_fraction, "window_pooling": t.window_pooling,
-        "text_column": d.text_column, "text_pair_column": d.text_pair_column, "label_column": d.label_column,
-        "label_separator": d.label_separator,
-    }
-
-
 # ---------------------------------------------------------------------------------------------
 # The loaded model
 
 
-class TextClassifier:
+class TextClassifier(Predictor):
     """A trained text classifier loaded from a run folder (or its ``model/`` folder)."""
 
     def __init__(self, model, tokenizer, meta: dict, precision: str = "fp32"):
-        from ..training.loop import resolve_precision
-
-        self.model = model
-        self.tokenizer = tokenizer
-        self.meta = meta
-        self.labels: list[str] = meta["labels"]
+        super().__init__(model, tokenizer, meta, precision)
         self.multi_label: bool = meta["multi_label"]
-        self.precision = resolve_precision(precision, next(model.parameters()).device)
 
     def read(self, path, format: str = "auto", labelled: bool = True, text_column=None, text_pair_column=None,
              label_column=None) -> list[TextExample]:
@@ -211,6 +194,19 @@ class TextClassifier:
         if labelled:
             check_known_labels(examples, self.labels)
         return examples
+
+    def read_inputs(self, path, format: str = "auto", text_column=None, text_pair_column=None) -> list[TextExample]:
+        """CSV/TSV/JSONL by the trained columns, or raw text (``.txt``: one text a line)."""
+        fmt = detect_text_format(path) if format == "auto" else format
+        if fmt == "conll":
+            raise TuneforgeError(f"--format {fmt}: a text classifier reads csv, tsv, jsonl or text")
+        return self.read(path, fmt, labelled=False, text_column=text_column, text_pair_column=text_pair_column)
+
+    def headline(self, metrics: dict) -> str:
+        if "accuracy" in metrics:
+            return f"macro F1 {metrics['f1']:.4f} · accuracy {metrics['accuracy']:.4f} on {metrics['texts']} texts"
+        return (f"micro F1 {metrics['f1']:.4f} · subset accuracy {metrics['subset_accuracy']:.4f} "
+                f"on {metrics['texts']} texts")
 
     def predict_proba(self, examples: Sequence[TextExample], batch_size: int = 64) -> np.ndarray:
         logits = text_logits(self.model, self.tokenizer, examples, self.meta, batch_size, self.precision)
@@ -265,10 +261,161 @@ class TextClassifier:
 
 def write_predictions_jsonl(path: Path, examples: Sequence[TextExample], predictions: Sequence[dict]) -> None:
     """Gold next to predicted, one JSON object a line (the run folder's test_predictions.jsonl)."""
-    from ..paths import atomic_write_text
-
     lines = [
         json.dumps(dict(pred, gold=ex.labels if "labels" in pred else ex.labels[0]), ensure_ascii=False)
         for ex, pred in zip(examples, predictions)
     ]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The task
+
+
+class TextClassificationOptions(TaskOptions):
+    type: str = "text_classification"
+    multi_label: bool = Field(default=False, description="sigmoid + BCE, any number of labels per text")
+    class_weights: Optional[Union[Literal["balanced"], dict[str, float]]] = Field(
+        default=None, description="single-label loss weights: 'balanced' (n / (k * count)) or {label: weight}"
+    )
+    long_text: Literal["head", "tail", "head_tail", "windows"] = Field(
+        default="windows",
+        description="texts longer than max_length: keep the head, the tail, both, or read every window and pool",
+    )
+    head_fraction: float = Field(default=0.25, ge=0, le=1, description="head_tail: share of tokens kept from the head")
+    window_pooling: Literal["mean", "max"] = Field(default="mean", description="windows: how window logits combine")
+    tune_thresholds: bool = Field(default=True, description="multi-label: tune a threshold per label on dev")
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> "TextClassificationOptions":
+        if self.multi_label and self.class_weights is not None:
+            raise ValueError("'task.class_weights' is for single-label tasks; remove it or set task.multi_label: false")
+        if isinstance(self.class_weights, dict) and any(w <= 0 for w in self.class_weights.values()):
+            raise ValueError("'task.class_weights' must be positive")
+        return self
+
+
+class TextClassificationData(DataConfig):
+    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "jsonl", "csv", "tsv")
+    text_column: str = "text"
+    text_pair_column: Optional[str] = Field(default=None, description="second text of a pair (NLI, QA matching)")
+    label_column: str = "label"
+    label_separator: str = Field(
+        default="|", min_length=1, description="multi-label CSV/TSV: separator between labels in one cell"
+    )
+
+
+class TextClassification(Task):
+    """Sentiment, topic, intent, spam...: one label (softmax) or any set of labels (sigmoid) per text."""
+
+    name = "text_classification"
+    Options = TextClassificationOptions
+    Data = TextClassificationData
+    Encoding = EncodingConfig
+    Predictor = TextClassifier
+    metric_for_best = "f1"
+
+    def read(self, path: str, labelled: bool = True) -> list[TextExample]:
+        d, t = self.cfg.data, self.cfg.task
+        return read_text_file(path, d.format, d.text_column, d.label_column if labelled else None,
+                              d.text_pair_column, t.multi_label, d.label_separator)
+
+    def label_list(self, train: Sequence[TextExample]) -> list[str]:
+        return label_list(train)
+
+    def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
+        if len(labels) < 2 and not self.cfg.task.multi_label:
+            raise TuneforgeError(
+                f"{report['train_file']}: the training data has {len(labels)} label(s) ({', '.join(labels)}); "
+                "a classifier needs at least two"
+            )
+        for name in ("dev", "test"):
+            check_known_labels(splits[name], labels)
+
+    def describe(self, splits: dict[str, list], labels: list[str]) -> dict:
+        return {
+            "texts": {name: len(ex) for name, ex in splits.items()},
+            "label_counts": {name: {label: sum(label in (e.labels or []) for e in ex) for label in labels}
+                             for name, ex in splits.items()},
+        }
+
+    def prepare_data(self) -> TaskData:
+        data = super().prepare_data()
+        weights = class_weight_vector(self.cfg.task.class_weights, data.splits["train"], data.labels)
+        self.class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float)
+        if weights is not None:
+            data.report["class_weights"] = dict(zip(data.labels, weights))
+        return data
+
+    def data_summary(self, data: TaskData) -> str:
+        return f"{data.report['texts']} texts, {len(data.labels)} labels"
+
+    @classmethod
+    def load_pretrained(cls, name_or_path, labels=None, meta=None, revision=None, trust_remote_code=False,
+                        announce_new_head=True):
+        multi_label = bool((meta or {}).get("multi_label"))
+        return load_sequence_classifier(name_or_path, labels, multi_label, revision, trust_remote_code,
+                                        announce_new_head)
+
+    def build_model(self, labels: list[str]):
+        m = self.cfg.model
+        return self.load_pretrained(m.name_or_path, labels, {"multi_label": self.cfg.task.multi_label},
+                                    m.revision, m.trust_remote_code)
+
+    def encode(self, tokenizer, examples, labels):
+        t, e = self.cfg.task, self.cfg.encoding
+        inputs, stats = encode_texts(examples, tokenizer, {label: i for i, label in enumerate(labels)}, e.max_length,
+                                     t.long_text, e.stride, t.head_fraction, t.multi_label)
+        return inputs, [len(x.input_ids) for x in inputs], stats
+
+    def collator(self, tokenizer):
+        return SequenceCollator(tokenizer.pad_token_id, model_inputs_take_token_types(tokenizer),
+                                self.cfg.task.multi_label)
+
+    def loss(self, model, batch: dict):
+        if getattr(self, "class_weights", None) is None:
+            return super().loss(model, batch)
+        return weighted_cross_entropy(model, batch, self.class_weights)
+
+    def model_meta(self, labels: list[str]) -> dict:
+        t, d, e = self.cfg.task, self.cfg.data, self.cfg.encoding
+        return {
+            "labels": list(labels), "multi_label": t.multi_label,
+            "thresholds": [0.5] * len(labels) if t.multi_label else None,
+            "max_length": e.max_length, "stride": e.stride, "long_text": t.long_text,
+            "head_fraction": t.head_fraction, "window_pooling": t.window_pooling,
+            "text_column": d.text_column, "text_pair_column": d.text_pair_column, "label_column": d.label_column,
+            "label_separator": d.label_separator,
+        }
+
+    def evaluate_dev(self, model, tokenizer, examples, meta: dict, precision: str) -> dict:
+        """Dev scores; a multi-label model first gets its thresholds tuned on these texts (saved with it,
+        since the best checkpoint is saved right after, for the same weights)."""
+        logits = text_logits(model, tokenizer, examples, meta, self.cfg.training.eval_batch_size, precision)
+        probabilities = probabilities_from_logits(logits, self.cfg.task.multi_label)
+        if self.cfg.task.multi_label and self.cfg.task.tune_thresholds:
+            meta["thresholds"] = tune_thresholds(probabilities, multi_hot(examples, meta["labels"]))
+        return score(examples, probabilities, meta)
+
+    def final_metrics(self, predictor: Predictor) -> dict:
+        multi = self.cfg.task.multi_label
+        return {"thresholds": dict(zip(predictor.labels, predictor.meta["thresholds"])) if multi else None}
+
+    def write_outputs(self, run_dir, split, examples, predictions, metrics, predictor) -> None:
+        from ..evaluation.plots import save_confusion_matrix_png
+
+        run_dir = Path(run_dir)
+        if not self.cfg.task.multi_label:
+            save_confusion_matrix_png(
+                metrics["scores"]["confusion_matrix"], predictor.labels, run_dir / f"confusion_{split}.png",
+                title=f"{split}: rows gold, columns predicted",
+            )
+        if split == "test":
+            write_predictions_jsonl(run_dir / "test_predictions.jsonl", examples, predictor.describe(examples, predictions))
+
+    @classmethod
+    def summary(cls, metrics: dict) -> str:
+        text = super().summary(metrics)
+        if metrics.get("metric_for_best", "f1") != "f1" or text.startswith("no "):
+            return text
+        return ("micro F1" if metrics.get("thresholds") is not None else "macro F1") + text[len(cls.score_name):]

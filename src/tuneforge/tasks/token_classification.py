@@ -1,17 +1,36 @@
-"""Token classification (NER): labels, word-level inference over windows, decoding, metrics."""
+"""Token classification (NER): labels, word-level inference over windows, decoding, metrics; the task
+(:class:`TokenClassification`) and its predictor (:class:`TokenClassifier`)."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from ..config import DataConfig, EncodingConfig, TaskOptions
 from ..data.encode import Collator, Window, encode_examples, sorted_batches
-from ..data.readers import TokenExample, split_tag
+from ..data.readers import (
+    TokenExample,
+    check_known_tags,
+    detect_format,
+    detect_text_format,
+    examples_from_texts,
+    normalise_to_iob2,
+    read_text_lines,
+    read_token_file,
+    split_tag,
+)
+from ..errors import TuneforgeError
 from ..evaluation.metrics import entity_scores, extract_entities, format_entity_report, token_accuracy, token_report
+from ..models import is_causal_model, load_token_classifier
+from ..paths import atomic_write_text
+from .base import Predictor, Task, TaskData
 
 
 def label_list(examples: Sequence[TokenExample]) -> list[str]:
@@ -192,3 +211,194 @@ def entity_spans(example: TokenExample, prediction: WordPredictions) -> list[dic
             span["text"] = " ".join(example.words[start:end])
         spans.append(span)
     return spans
+
+
+def write_predictions_tsv(path: Path, examples: Sequence[TokenExample], preds: Sequence[WordPredictions]) -> None:
+    """Word, gold tag, predicted tag; a blank line between sentences (the run folder's test_predictions.tsv)."""
+    lines = []
+    for ex, pred in zip(examples, preds):
+        for word, gold, tag in zip(ex.words, ex.tags or [""] * len(ex.words), pred.tags):
+            lines.append(f"{word}\t{gold}\t{tag}")
+        lines.append("")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The task and its predictor
+
+
+class TokenClassificationOptions(TaskOptions):
+    type: str = "token_classification"
+    decode: Literal["viterbi", "argmax"] = Field(
+        default="viterbi", description="viterbi forbids invalid IOB2 transitions (O -> I-X)"
+    )
+
+
+class TokenClassificationData(DataConfig):
+    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "conll", "jsonl")
+    token_column: int = 0
+    tag_column: int = -1
+    scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "IO"] = "auto"
+
+
+class TokenClassificationEncoding(EncodingConfig):
+    label_all_subwords: bool = False
+    label_position: Literal["auto", "first", "last"] = Field(
+        default="auto", description="sub-word a word is labelled on: auto = last for decoder models, else first"
+    )
+
+
+class TokenClassifier(Predictor):
+    """A trained token classifier loaded from a run folder (or its ``model/`` folder)."""
+
+    output_formats = ("jsonl", "conll")
+
+    def __init__(self, model, tokenizer, meta: dict, precision: str = "auto"):
+        super().__init__(model, tokenizer, meta, precision)
+        self.max_length: int = meta["max_length"]
+        self.stride: int = meta["stride"]
+        self.decode: str = meta.get("decode", "viterbi")
+        self.label_position: str = meta.get("label_position", "first")
+
+    def read(self, path, format: str = "auto", labelled: bool = True, token_column: int = 0,
+             tag_column: int = -1, scheme: str = "auto") -> list[TokenExample]:
+        """A CoNLL or JSONL file; labelled files are normalised to IOB2 and checked against the labels."""
+        examples = read_token_file(path, format, token_column, tag_column if labelled else None)
+        if labelled:
+            normalise_to_iob2(examples, scheme)
+            check_known_tags(examples, self.labels)
+        return examples
+
+    def read_inputs(self, path, format: str = "auto", token_column: int = 0) -> list[TokenExample]:
+        """Raw text (``.txt``: one text a line, pre-tokenized with character offsets), CoNLL or JSONL."""
+        if format in ("csv", "tsv"):
+            raise TuneforgeError(f"--format {format}: a token classifier reads conll, jsonl or text")
+        if format == "auto":
+            format = "text" if detect_text_format(path) == "text" else detect_format(path)
+        if format == "text":
+            return read_text_lines(path)
+        return read_token_file(path, format, token_column, tag_column=None)
+
+    def predict_examples(self, examples: Sequence[TokenExample], batch_size: int = 64) -> list[WordPredictions]:
+        return predict_examples(
+            self.model, self.tokenizer, examples, self.labels, self.max_length, self.stride,
+            batch_size, self.decode, self.precision, self.label_position,
+        )
+
+    def evaluate_examples(self, examples: Sequence[TokenExample], batch_size: int = 64):
+        preds = self.predict_examples(examples, batch_size)
+        metrics = evaluate_predictions(examples, preds)
+        return metrics, format_report(examples, preds, metrics), preds
+
+    def predict(self, inputs, batch_size: int = 64) -> list[dict]:
+        """Tag raw texts (``str`` or list of ``str``), pre-split word lists, or TokenExamples.
+
+        Each result: ``{"words", "tags", "confidences", "entities"}``; entities carry character
+        offsets when raw text was given.
+        """
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        examples = [
+            item if isinstance(item, TokenExample)
+            else examples_from_texts([item])[0] if isinstance(item, str)
+            else TokenExample(words=list(item))
+            for item in inputs
+        ]
+        preds = self.predict_examples(examples, batch_size)
+        return [
+            {
+                "words": ex.words,
+                "tags": p.tags,
+                "confidences": [round(c, 4) for c in p.confidences],
+                "entities": entity_spans(ex, p),
+            }
+            for ex, p in zip(examples, preds)
+        ]
+
+    def format_output(self, results: list[dict], output_format: str = "jsonl") -> str:
+        if output_format != "conll":
+            return super().format_output(results, output_format)
+        lines = []
+        for r in results:
+            lines += [f"{w}\t{t}" for w, t in zip(r["words"], r["tags"])] + [""]
+        return "\n".join(lines) + "\n"
+
+    def describe_output(self, results: list[dict]) -> str:
+        return f"{len(results)} predictions ({sum(len(r['entities']) for r in results)} entities)"
+
+    def headline(self, metrics: dict) -> str:
+        return (f"entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, R {metrics['recall']:.4f}) "
+                f"on {metrics['sentences']} sentences")
+
+
+class TokenClassification(Task):
+    """Named-entity recognition and other word tagging: one IOB2 tag per word, entity-level scores."""
+
+    name = "token_classification"
+    Options = TokenClassificationOptions
+    Data = TokenClassificationData
+    Encoding = TokenClassificationEncoding
+    Predictor = TokenClassifier
+    metric_for_best = "f1"
+    score_name = "entity F1"
+
+    def read(self, path: str, labelled: bool = True) -> list[TokenExample]:
+        d = self.cfg.data
+        return read_token_file(path, d.format, d.token_column, d.tag_column if labelled else None)
+
+    def normalise(self, splits: dict[str, list], report: dict) -> None:
+        for name, examples in splits.items():
+            if examples:
+                scheme = normalise_to_iob2(examples, self.cfg.data.scheme)
+                report[f"{name}_scheme"] = scheme.describe()
+                if scheme.examples:
+                    report[f"{name}_scheme_examples"] = scheme.examples
+
+    def label_list(self, train: Sequence[TokenExample]) -> list[str]:
+        return label_list(train)
+
+    def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
+        for name in ("dev", "test"):
+            check_known_tags(splits[name], labels)
+
+    def describe(self, splits: dict[str, list], labels: list[str]) -> dict:
+        return {
+            "sentences": {name: len(ex) for name, ex in splits.items()},
+            "words": {name: sum(len(e.words) for e in ex) for name, ex in splits.items()},
+        }
+
+    def data_summary(self, data: TaskData) -> str:
+        return f"{data.report['sentences']} sentences"
+
+    @classmethod
+    def load_pretrained(cls, name_or_path, labels=None, meta=None, revision=None, trust_remote_code=False,
+                        announce_new_head=True):
+        return load_token_classifier(name_or_path, labels, revision, trust_remote_code, announce_new_head)
+
+    @cached_property
+    def label_position(self) -> str:
+        """Where a word's tag sits: ``first`` sub-word for encoders, ``last`` for decoder models."""
+        position = self.cfg.encoding.label_position
+        if position == "auto":
+            m = self.cfg.model
+            position = "last" if is_causal_model(m.name_or_path, m.revision, m.trust_remote_code) else "first"
+        return position
+
+    def encode(self, tokenizer, examples, labels):
+        enc = self.cfg.encoding
+        windows, stats = encode_examples(
+            examples, tokenizer, {t: i for i, t in enumerate(labels)}, enc.max_length, enc.stride,
+            enc.label_all_subwords, self.label_position,
+        )
+        return windows, [len(w.input_ids) for w in windows], stats
+
+    def collator(self, tokenizer):
+        return Collator(tokenizer.pad_token_id, self.cfg.training.pad_to_multiple_of)
+
+    def model_meta(self, labels: list[str]) -> dict:
+        return dict(super().model_meta(labels), decode=self.cfg.task.decode,
+                    label_position=self.label_position)
+
+    def write_outputs(self, run_dir, split, examples, predictions, metrics, predictor) -> None:
+        if split == "test":
+            write_predictions_tsv(Path(run_dir) / "test_predictions.tsv", examples, predictions)

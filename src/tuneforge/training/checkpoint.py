@@ -2,7 +2,8 @@
 
 A checkpoint folder holds the trainable weights (safetensors), optimizer and scheduler state
 (``torch.save``; read back with ``weights_only=True``, so nothing is unpickled beyond tensors and
-plain containers), the RNG states and the loop's counters. It is written to a temporary folder
+plain containers), the RNG states, the loop's counters and the callbacks' state (their tensors in
+``callbacks.safetensors``, the rest in ``state.json``). It is written to a temporary folder
 and swapped in with one rename, so ``kill -9`` at any moment leaves either the previous complete
 checkpoint or the new one.
 """
@@ -26,14 +27,39 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in names}
 
 
-def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict) -> None:
+def _split_callback_state(saved: dict[str, dict]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(JSON part, tensors keyed ``callback/key``) of the callbacks' states."""
+    plain: dict[str, dict] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for name, values in saved.items():
+        plain[name] = {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{name}/{key}"] = value.detach().contiguous().cpu()
+            else:
+                plain[name][key] = value
+    return plain, tensors
+
+
+def _join_callback_state(plain: dict, tensors: dict[str, torch.Tensor]) -> dict[str, dict]:
+    joined = {name: dict(values) for name, values in plain.items()}
+    for key, value in tensors.items():
+        name, _, sub = key.partition("/")
+        joined.setdefault(name, {})[sub] = value
+    return joined
+
+
+def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, callbacks: dict | None = None) -> None:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"cuda{i}"] = s
     py_version, py_state, py_gauss = random.getstate()
-    state = dict(state, python_rng=[py_version, list(py_state), py_gauss])
+    plain, tensors = _split_callback_state(callbacks or {})
+    state = dict(state, python_rng=[py_version, list(py_state), py_gauss], callbacks=plain)
     with atomic_dir(Path(run_dir) / CHECKPOINT_DIR) as tmp:
+        if tensors:
+            save_file(tensors, str(tmp / "callbacks.safetensors"))
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         save_file(rng, str(tmp / "rng.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -42,7 +68,10 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict) -> 
 
 
 def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> dict | None:
-    """Restore everything in place and return the loop state; None if there is no checkpoint."""
+    """Restore everything in place and return the loop state; None if there is no checkpoint.
+
+    The callbacks' saved states come back under ``state["callbacks"]`` (name -> state dict).
+    """
     folder = recover_dir(Path(run_dir) / CHECKPOINT_DIR)
     if folder is None or not (folder / "state.json").exists():
         return None
@@ -62,4 +91,6 @@ def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> dict | None:
     state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
     version, py_state, gauss = state.pop("python_rng")
     random.setstate((version, tuple(py_state), gauss))
+    tensors = load_file(str(folder / "callbacks.safetensors")) if (folder / "callbacks.safetensors").exists() else {}
+    state["callbacks"] = _join_callback_state(state.get("callbacks") or {}, tensors)
     return state

@@ -1,8 +1,9 @@
 """The one training loop: every task and method trains through :func:`train_loop`.
 
 Read top to bottom, a step is: batch -> forward -> loss -> backward -> (every N micro-batches)
-clip -> optimizer step -> scheduler step. Accelerate supplies device placement, bf16 autocast,
-gradient accumulation and multi-GPU sharding; nothing else is hidden.
+clip -> optimizer step -> scheduler step, with named callback events in between (the docstring of
+:func:`train_loop` shows exactly where). Accelerate supplies device placement, bf16 autocast,
+gradient accumulation, multi-GPU sharding and experiment trackers; nothing else is hidden.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..config import TrainingConfig
 from ..data.encode import length_grouped_batches
+from .callbacks import Callback, CallbackList, LoopContext
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 
 
@@ -34,6 +36,8 @@ class LoopResult:
     train_tokens: int = 0
     peak_rss_mb: float = 0.0
     precision: str = "fp32"
+    step_log: list[dict] = field(default_factory=list)  # every log_every_steps updates: step, loss, lr, terms
+    metric_for_best: str = "f1"
 
 
 def cpu_has_native_bf16() -> bool:
@@ -90,19 +94,44 @@ def train_loop(
     evaluate: Callable[[object], dict] | None,
     save_best: Callable[[object], None],
     resume: bool = False,
-    on_step: Sequence[Callable[[int], None]] = (),
-    compute_loss: Callable[[object, dict], torch.Tensor] | None = None,
+    callbacks: Sequence[Callback] = (),
+    compute_loss: Callable[[object, dict], tuple[torch.Tensor, object]] | None = None,
+    metric_for_best: str = "f1",
+    greater_is_better: bool = True,
+    tracker_config: dict | None = None,
 ) -> LoopResult:
-    """Train ``model`` on ``train_items``; ``evaluate(model)`` returns dev metrics with an ``f1`` key.
+    """Train ``model`` on ``train_items``; ``evaluate(model)`` returns the dev metrics of an epoch.
 
-    The best model by dev F1 is handed to ``save_best`` (every epoch when there is no dev set).
-    With ``resume``, training continues from ``run_dir/checkpoint`` and ends exactly where an
-    uninterrupted run with the same seed would. ``compute_loss(model, batch)`` replaces the
+    One micro-batch, top to bottom (``cb.`` marks the callback events of :mod:`.callbacks`)::
+
+        items = cb.on_batch_items(items)          # inside collation: a callback may add examples
+        batch = collate(items)
+        with accelerator.accumulate(model):
+            cb.before_forward(batch)
+            loss, outputs = compute_loss(model, batch)          # the task's loss (default: the model's)
+            cb.after_forward(batch, outputs, loss)
+            terms = cb.extra_loss(batch, outputs)               # {name: tensor}, logged separately
+            backward(loss + sum(terms))
+            cb.after_backward(batch)                            # adversarial: perturb, forward, backward, restore
+            if update step: clip gradients; cb.before_optimizer_step()
+            optimizer.step(); if update step: scheduler.step(); cb.after_optimizer_step()
+            zero_grad()
+        count tokens and steps; log every ``log_every_steps`` updates; cb.on_step_end()
+        (mid-epoch checkpoint every ``checkpoint_every_steps`` updates)
+
+    Around the steps: ``cb.on_train_begin``, then per epoch ``cb.on_epoch_begin(epoch)`` ... steps ...
+    ``evaluate`` -> ``cb.on_evaluate(metrics)`` -> best checkpoint by ``metric_for_best`` (``save_best``;
+    every epoch when there is no dev set) -> ``cb.on_epoch_end(record)`` -> checkpoint; finally
+    ``cb.on_train_end``. With ``resume``, training continues from ``run_dir/checkpoint`` (weights,
+    optimizer, scheduler, RNG, counters and callback state) and ends exactly where an uninterrupted
+    run with the same seed would. ``compute_loss(model, batch) -> (loss, outputs)`` replaces the
     model's own loss when a task needs another (class weights, say).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
+
+    from .tracking import make_trackers
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -111,10 +140,12 @@ def train_loop(
     precision = resolve_precision(cfg.precision, probe)
     if precision == "bf16" and probe.type == "cpu" and not cpu_has_native_bf16():
         print("warning: training.precision bf16 on a CPU without AVX512-BF16/AMX runs emulated and slow")
+    trackers = make_trackers(cfg.report_to, run_dir)
     accelerator = Accelerator(
         mixed_precision="bf16" if precision == "bf16" else "no",
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,
+        log_with=trackers or None,
     )
     batches_per_epoch = math.ceil(len(train_items) / cfg.batch_size)
     updates_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
@@ -122,25 +153,46 @@ def train_loop(
     optimizer = build_optimizer(model, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_updates), total_updates)
     model, optimizer = accelerator.prepare(model, optimizer)
+    hooks = CallbackList(callbacks)
 
     state = {
         "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": None, "best_epoch": None,
         "bad_epochs": 0, "history": [], "epoch_loss_sum": 0.0, "epoch_loss_count": 0,
         "train_seconds": 0.0, "train_samples": 0, "train_tokens": 0, "done": False,
+        "step_log": [], "log_loss_sum": 0.0, "log_loss_count": 0, "epoch_terms": {}, "log_terms": {},
     }
     if resume:
         restored = load_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler)
         if restored is not None:
+            missing = hooks.load_state_dict(restored.pop("callbacks", {}))
+            if missing:
+                accelerator.print(f"warning: the checkpoint holds no state for callback(s) {', '.join(missing)}; "
+                                  "they start afresh")
             state.update(restored)
             accelerator.print(
                 f"resuming from {run_dir / CHECKPOINT_DIR}: epoch {state['epoch'] + 1}, "
                 f"step {state['step_in_epoch']} of {batches_per_epoch}"
             )
 
+    def task_loss(batch: dict):
+        if compute_loss is not None:
+            return compute_loss(model, batch)
+        outputs = model(**batch)
+        return outputs.loss, outputs
+
+    ctx = LoopContext(model=model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator, cfg=cfg,
+                      state=state, compute_loss=task_loss, run_dir=run_dir)
+
+    def collate_with_hooks(items: list) -> dict:
+        return collate(hooks.on_batch_items(ctx, list(items)) if hooks else items)
+
     def checkpoint() -> None:
         if accelerator.is_main_process:
-            save_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler, state)
+            save_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler, state, hooks.state_dict())
 
+    if trackers:
+        accelerator.init_trackers("tuneforge", config=tracker_config)
+    hooks.call("on_train_begin", ctx)
     stopped_early = False
     while state["epoch"] < cfg.epochs and not state["done"]:
         epoch = state["epoch"]
@@ -148,38 +200,79 @@ def train_loop(
         # A private generator: starting a DataLoader iterator otherwise draws a seed from the global
         # RNG, which would shift every dropout mask after a mid-epoch resume.
         loader = accelerator.prepare(
-            DataLoader(train_items, batch_sampler=batches, collate_fn=collate,
+            DataLoader(train_items, batch_sampler=batches, collate_fn=collate_with_hooks,
                        generator=torch.Generator().manual_seed(cfg.seed + epoch))
         )
         if state["step_in_epoch"]:
             loader = accelerator.skip_first_batches(loader, state["step_in_epoch"])
+        hooks.call("on_epoch_begin", ctx, epoch)
         model.train()
         progress = _progress(cfg, accelerator, batches_per_epoch, state["step_in_epoch"], epoch)
+        # Running sums stay on the device (no host sync per step) and are folded into ``state`` as
+        # floats at checkpoints and log points, so a resumed run adds up exactly as an unbroken one.
         loss_sum = torch.zeros((), device=accelerator.device)
-        loss_count = 0
-        started = time.perf_counter()
-        tokens_here = 0
+        log_sum = torch.zeros((), device=accelerator.device)
+        term_sums: dict[str, torch.Tensor] = {}
+        log_term_sums: dict[str, torch.Tensor] = {}
+        loss_count = log_count = 0
+        started = log_started = time.perf_counter()
+        tokens_here = log_tokens = 0
         for batch in loader:
             n_tokens = batch.pop("n_tokens")
             n_tokens = int(n_tokens.sum()) if torch.is_tensor(n_tokens) else int(n_tokens)
             with accelerator.accumulate(model):
-                loss = compute_loss(model, batch) if compute_loss else model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                hooks.call("before_forward", ctx, batch)
+                loss, outputs = task_loss(batch)
+                hooks.call("after_forward", ctx, batch, outputs, loss)
+                terms = hooks.extra_loss(ctx, batch, outputs) if hooks else {}
+                accelerator.backward(loss + sum(terms.values()) if terms else loss)
+                hooks.call("after_backward", ctx, batch)
+                if accelerator.sync_gradients:
+                    if cfg.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    hooks.call("before_optimizer_step", ctx)
                 optimizer.step()
                 if accelerator.sync_gradients:
                     scheduler.step()
+                    hooks.call("after_optimizer_step", ctx)
                 optimizer.zero_grad(set_to_none=True)
-            # Keep the running loss on the device: no host sync per step.
+            del outputs
             loss_sum += loss.detach()
+            log_sum += loss.detach()
+            for key, value in terms.items():
+                term_sums[key] = term_sums.get(key, 0.0) + value.detach()
+                log_term_sums[key] = log_term_sums.get(key, 0.0) + value.detach()
             loss_count += 1
+            log_count += 1
             tokens_here += n_tokens
+            log_tokens += n_tokens
             state["step_in_epoch"] += 1
             state["train_samples"] += batch["input_ids"].shape[0]
             state["train_tokens"] += n_tokens
             if accelerator.sync_gradients:
                 state["global_step"] += 1
+                if state["global_step"] % cfg.log_every_steps == 0:
+                    entry = {
+                        "step": state["global_step"],
+                        "epoch": round(epoch + state["step_in_epoch"] / batches_per_epoch, 4),
+                        "loss": (log_sum.item() + state["log_loss_sum"]) / (log_count + state["log_loss_count"]),
+                        "learning_rate": scheduler.get_last_lr()[0],
+                    }
+                    for key, value in log_term_sums.items():
+                        entry[key] = (float(value) + state["log_terms"].get(key, 0.0)) / (
+                            log_count + state["log_loss_count"])
+                    state["step_log"].append(entry)
+                    if trackers:
+                        elapsed = time.perf_counter() - log_started
+                        accelerator.log(
+                            {f"train/{k}": v for k, v in entry.items() if k != "step"}
+                            | {"train/tokens_per_second": log_tokens / max(elapsed, 1e-9)},
+                            step=state["global_step"],
+                        )
+                    log_sum.zero_()
+                    log_term_sums, log_count, log_tokens = {}, 0, 0
+                    log_started = time.perf_counter()
+                    state.update(log_loss_sum=0.0, log_loss_count=0, log_terms={})
             if progress is not None:
                 progress.update(1)
                 if state["step_in_epoch"] % 10 == 0 or state["step_in_epoch"] == batches_per_epoch:
@@ -188,8 +281,7 @@ def train_loop(
                         loss=f"{(loss_sum.item() + state['epoch_loss_sum']) / (loss_count + state['epoch_loss_count']):.4f}",
                         tok_s=f"{tokens_here / max(elapsed, 1e-9):,.0f}",
                     )
-            for hook in on_step:
-                hook(state["global_step"])
+            hooks.call("on_step_end", ctx)
             if (
                 cfg.checkpoint_every_steps
                 and accelerator.sync_gradients
@@ -198,41 +290,65 @@ def train_loop(
             ):
                 state["epoch_loss_sum"] += loss_sum.item()
                 state["epoch_loss_count"] += loss_count
+                state["log_loss_sum"] += log_sum.item()
+                state["log_loss_count"] += log_count
+                _fold(state["epoch_terms"], term_sums)
+                _fold(state["log_terms"], log_term_sums)
                 state["train_seconds"] += time.perf_counter() - started
                 loss_sum.zero_()
-                loss_count, started = 0, time.perf_counter()
+                log_sum.zero_()
+                term_sums, log_term_sums = {}, {}
+                loss_count, log_count, started = 0, 0, time.perf_counter()
                 checkpoint()
         if progress is not None:
             progress.close()
         state["train_seconds"] += time.perf_counter() - started
         state["epoch_loss_sum"] += loss_sum.item()
         state["epoch_loss_count"] += loss_count
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": state["epoch_loss_sum"] / max(state["epoch_loss_count"], 1),
-        }
+        state["log_loss_sum"] += log_sum.item()
+        state["log_loss_count"] += log_count
+        _fold(state["epoch_terms"], term_sums)
+        _fold(state["log_terms"], log_term_sums)
+        n_steps = max(state["epoch_loss_count"], 1)
+        record = {"epoch": epoch + 1, "train_loss": state["epoch_loss_sum"] / n_steps}
+        record.update({f"train_{key}": value / n_steps for key, value in state["epoch_terms"].items()})
         improved = True
         if evaluate is not None:
             dev = evaluate(accelerator.unwrap_model(model))
+            hooks.call("on_evaluate", ctx, dev)
+            if metric_for_best not in dev:
+                from ..errors import ConfigError
+
+                known = ", ".join(k for k, v in dev.items() if isinstance(v, (int, float)))
+                raise ConfigError(f"training.metric_for_best: the dev metrics have no {metric_for_best!r}; "
+                                  f"choose one of {known}")
             record.update({f"dev_{k}": v for k, v in dev.items() if isinstance(v, (int, float))})
-            score = dev["f1"]
-            improved = state["best_score"] is None or score > state["best_score"]
+            score = dev[metric_for_best]
+            best = state["best_score"]
+            improved = best is None or (score > best if greater_is_better else score < best)
             if improved:
                 state["best_score"], state["best_epoch"] = score, epoch + 1
                 state["bad_epochs"] = 0
             else:
                 state["bad_epochs"] += 1
+            if trackers:
+                accelerator.log({f"dev/{k}": v for k, v in dev.items() if isinstance(v, (int, float))},
+                                step=state["global_step"])
         else:
             state["best_epoch"] = epoch + 1
         if improved and accelerator.is_main_process:
             save_best(accelerator.unwrap_model(model))
         state["history"].append(record)
-        accelerator.print(_describe_epoch(record, cfg.epochs, improved and evaluate is not None))
-        state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_count=0)
+        hooks.call("on_epoch_end", ctx, record)
+        accelerator.print(_describe_epoch(record, cfg.epochs, metric_for_best, improved and evaluate is not None))
+        state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_count=0, epoch_terms={})
         if cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
-            accelerator.print(f"early stopping: no dev F1 gain for {state['bad_epochs']} epoch(s)")
+            accelerator.print(f"early stopping: no dev {metric_for_best} gain for {state['bad_epochs']} epoch(s)")
             state["done"] = stopped_early = True
         checkpoint()
+    hooks.call("on_train_end", ctx)
+    if trackers:
+        accelerator.end_training()
 
     return LoopResult(
         best_score=state["best_score"],
@@ -245,7 +361,14 @@ def train_loop(
         train_tokens=state["train_tokens"],
         peak_rss_mb=peak_rss_mb(),
         precision=precision,
+        step_log=state["step_log"],
+        metric_for_best=metric_for_best,
     )
+
+
+def _fold(into: dict[str, float], sums: dict) -> None:
+    for key, value in sums.items():
+        into[key] = into.get(key, 0.0) + float(value)
 
 
 def _progress(cfg: TrainingConfig, accelerator, total: int, done: int, epoch: int):
@@ -256,8 +379,11 @@ def _progress(cfg: TrainingConfig, accelerator, total: int, done: int, epoch: in
     return tqdm(total=total, initial=done, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
 
 
-def _describe_epoch(record: dict, epochs: int, best: bool) -> str:
+def _describe_epoch(record: dict, epochs: int, metric: str, best: bool) -> str:
     parts = [f"epoch {record['epoch']}/{epochs}", f"train loss {record['train_loss']:.4f}"]
-    if "dev_f1" in record:
-        parts.append(f"dev F1 {record['dev_f1']:.4f}" + (" (best)" if best else ""))
+    parts += [f"{key.removeprefix('train_')} {value:.4f}" for key, value in record.items()
+              if key.startswith("train_") and key != "train_loss"]
+    if f"dev_{metric}" in record:
+        name = "F1" if metric == "f1" else metric
+        parts.append(f"dev {name} {record[f'dev_{metric}']:.4f}" + (" (best)" if best else ""))
     return " · ".join(parts)
