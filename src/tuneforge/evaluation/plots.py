@@ -69,6 +69,7 @@ def render_training_curves_png(result, epochs: int) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     history = result.history
     metric = result.metric_for_best
@@ -97,6 +98,7 @@ def render_training_curves_png(result, epochs: int) -> bytes:
                     right.scatter([result.best_epoch], [best], s=140, facecolors="none", edgecolors="red", lw=2,
                                   label=f"best (epoch {result.best_epoch})", zorder=3)
             right.set_xlim(0.5, max(epochs, len(history)) + 0.5)
+            right.xaxis.set_major_locator(MaxNLocator(integer=True))
             right.legend(fontsize=8)
         else:
             right.text(0.5, 0.5, "no dev set", ha="center", va="center", transform=right.transAxes)

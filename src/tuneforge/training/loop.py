@@ -104,7 +104,7 @@ def train_loop(
 
     One micro-batch, top to bottom (``cb.`` marks the callback events of :mod:`.callbacks`)::
 
-        items = cb.on_batch_items(items)          # inside collation: a callback may add examples
+        items = cb.on_batch_items(items)          # a callback may add examples (replay)
         batch = collate(items)
         with accelerator.accumulate(model):
             cb.before_forward(batch)
@@ -128,7 +128,7 @@ def train_loop(
     model's own loss when a task needs another (class weights, say).
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import send_to_device, set_seed
     from transformers import get_linear_schedule_with_warmup
 
     from .tracking import make_trackers
@@ -183,9 +183,6 @@ def train_loop(
     ctx = LoopContext(model=model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator, cfg=cfg,
                       state=state, compute_loss=task_loss, run_dir=run_dir)
 
-    def collate_with_hooks(items: list) -> dict:
-        return collate(hooks.on_batch_items(ctx, list(items)) if hooks else items)
-
     def checkpoint() -> None:
         if accelerator.is_main_process:
             save_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler, state, hooks.state_dict())
@@ -199,8 +196,11 @@ def train_loop(
         batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
         # A private generator: starting a DataLoader iterator otherwise draws a seed from the global
         # RNG, which would shift every dropout mask after a mid-epoch resume.
+        # The loader yields lists of items; collation happens in the step, after ``on_batch_items``:
+        # accelerate's loader reads one batch ahead, so a hook with state (a replay memory's RNG)
+        # inside collate_fn would run a step early and a resumed run would draw differently.
         loader = accelerator.prepare(
-            DataLoader(train_items, batch_sampler=batches, collate_fn=collate_with_hooks,
+            DataLoader(train_items, batch_sampler=batches, collate_fn=list,
                        generator=torch.Generator().manual_seed(cfg.seed + epoch))
         )
         if state["step_in_epoch"]:
@@ -208,16 +208,12 @@ def train_loop(
         hooks.call("on_epoch_begin", ctx, epoch)
         model.train()
         progress = _progress(cfg, accelerator, batches_per_epoch, state["step_in_epoch"], epoch)
-        # Running sums stay on the device (no host sync per step) and are folded into ``state`` as
-        # floats at checkpoints and log points, so a resumed run adds up exactly as an unbroken one.
-        loss_sum = torch.zeros((), device=accelerator.device)
-        log_sum = torch.zeros((), device=accelerator.device)
-        term_sums: dict[str, torch.Tensor] = {}
-        log_term_sums: dict[str, torch.Tensor] = {}
-        loss_count = log_count = 0
+        epoch_sums, log_sums = _RunningLoss(state, "epoch", accelerator.device), _RunningLoss(state, "log", accelerator.device)
         started = log_started = time.perf_counter()
         tokens_here = log_tokens = 0
-        for batch in loader:
+        for items in loader:
+            batch = collate(hooks.on_batch_items(ctx, items) if hooks else items)
+            batch = send_to_device(batch, accelerator.device)
             n_tokens = batch.pop("n_tokens")
             n_tokens = int(n_tokens.sum()) if torch.is_tensor(n_tokens) else int(n_tokens)
             with accelerator.accumulate(model):
@@ -237,13 +233,8 @@ def train_loop(
                     hooks.call("after_optimizer_step", ctx)
                 optimizer.zero_grad(set_to_none=True)
             del outputs
-            loss_sum += loss.detach()
-            log_sum += loss.detach()
-            for key, value in terms.items():
-                term_sums[key] = term_sums.get(key, 0.0) + value.detach()
-                log_term_sums[key] = log_term_sums.get(key, 0.0) + value.detach()
-            loss_count += 1
-            log_count += 1
+            epoch_sums.add(loss, terms)
+            log_sums.add(loss, terms)
             tokens_here += n_tokens
             log_tokens += n_tokens
             state["step_in_epoch"] += 1
@@ -252,15 +243,14 @@ def train_loop(
             if accelerator.sync_gradients:
                 state["global_step"] += 1
                 if state["global_step"] % cfg.log_every_steps == 0:
+                    log_sums.fold()
                     entry = {
                         "step": state["global_step"],
                         "epoch": round(epoch + state["step_in_epoch"] / batches_per_epoch, 4),
-                        "loss": (log_sum.item() + state["log_loss_sum"]) / (log_count + state["log_loss_count"]),
+                        **log_sums.means(),
                         "learning_rate": scheduler.get_last_lr()[0],
                     }
-                    for key, value in log_term_sums.items():
-                        entry[key] = (float(value) + state["log_terms"].get(key, 0.0)) / (
-                            log_count + state["log_loss_count"])
+                    log_sums.clear()
                     state["step_log"].append(entry)
                     if trackers:
                         elapsed = time.perf_counter() - log_started
@@ -269,16 +259,13 @@ def train_loop(
                             | {"train/tokens_per_second": log_tokens / max(elapsed, 1e-9)},
                             step=state["global_step"],
                         )
-                    log_sum.zero_()
-                    log_term_sums, log_count, log_tokens = {}, 0, 0
-                    log_started = time.perf_counter()
-                    state.update(log_loss_sum=0.0, log_loss_count=0, log_terms={})
+                    log_tokens, log_started = 0, time.perf_counter()
             if progress is not None:
                 progress.update(1)
                 if state["step_in_epoch"] % 10 == 0 or state["step_in_epoch"] == batches_per_epoch:
                     elapsed = time.perf_counter() - started
                     progress.set_postfix(
-                        loss=f"{(loss_sum.item() + state['epoch_loss_sum']) / (loss_count + state['epoch_loss_count']):.4f}",
+                        loss=f"{epoch_sums.peek():.4f}",
                         tok_s=f"{tokens_here / max(elapsed, 1e-9):,.0f}",
                     )
             hooks.call("on_step_end", ctx)
@@ -288,30 +275,19 @@ def train_loop(
                 and state["global_step"] % cfg.checkpoint_every_steps == 0
                 and state["step_in_epoch"] < batches_per_epoch
             ):
-                state["epoch_loss_sum"] += loss_sum.item()
-                state["epoch_loss_count"] += loss_count
-                state["log_loss_sum"] += log_sum.item()
-                state["log_loss_count"] += log_count
-                _fold(state["epoch_terms"], term_sums)
-                _fold(state["log_terms"], log_term_sums)
+                epoch_sums.fold()
+                log_sums.fold()
                 state["train_seconds"] += time.perf_counter() - started
-                loss_sum.zero_()
-                log_sum.zero_()
-                term_sums, log_term_sums = {}, {}
-                loss_count, log_count, started = 0, 0, time.perf_counter()
+                started = time.perf_counter()
                 checkpoint()
         if progress is not None:
             progress.close()
         state["train_seconds"] += time.perf_counter() - started
-        state["epoch_loss_sum"] += loss_sum.item()
-        state["epoch_loss_count"] += loss_count
-        state["log_loss_sum"] += log_sum.item()
-        state["log_loss_count"] += log_count
-        _fold(state["epoch_terms"], term_sums)
-        _fold(state["log_terms"], log_term_sums)
-        n_steps = max(state["epoch_loss_count"], 1)
-        record = {"epoch": epoch + 1, "train_loss": state["epoch_loss_sum"] / n_steps}
-        record.update({f"train_{key}": value / n_steps for key, value in state["epoch_terms"].items()})
+        epoch_sums.fold()
+        log_sums.fold()
+        means = epoch_sums.means()
+        record = {"epoch": epoch + 1, "train_loss": means.pop("loss")}
+        record.update({f"train_{key}": value for key, value in means.items()})
         improved = True
         if evaluate is not None:
             dev = evaluate(accelerator.unwrap_model(model))
@@ -341,7 +317,8 @@ def train_loop(
         state["history"].append(record)
         hooks.call("on_epoch_end", ctx, record)
         accelerator.print(_describe_epoch(record, cfg.epochs, metric_for_best, improved and evaluate is not None))
-        state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_count=0, epoch_terms={})
+        epoch_sums.clear()
+        state.update(epoch=epoch + 1, step_in_epoch=0)
         if cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience:
             accelerator.print(f"early stopping: no dev {metric_for_best} gain for {state['bad_epochs']} epoch(s)")
             state["done"] = stopped_early = True
@@ -366,9 +343,48 @@ def train_loop(
     )
 
 
-def _fold(into: dict[str, float], sums: dict) -> None:
-    for key, value in sums.items():
-        into[key] = into.get(key, 0.0) + float(value)
+class _RunningLoss:
+    """Sums of the task loss and the extra terms over a span of micro-batches (an epoch, a log interval).
+
+    They stay on the device between host syncs and are folded into ``state`` (as floats, keys
+    ``{span}_loss_sum``, ``{span}_loss_count``, ``{span}_terms``) at checkpoints and when read, so a
+    resumed run adds up exactly as an unbroken one: both fold at the same steps.
+    """
+
+    def __init__(self, state: dict, span: str, device):
+        self.state, self.span = state, span
+        self.loss = torch.zeros((), device=device)
+        self.terms: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        self.loss += loss.detach()
+        for key, value in terms.items():
+            self.terms[key] = self.terms.get(key, 0.0) + value.detach()
+        self.count += 1
+
+    def fold(self) -> None:
+        s, span = self.state, self.span
+        s[f"{span}_loss_sum"] += self.loss.item()
+        s[f"{span}_loss_count"] += self.count
+        for key, value in self.terms.items():
+            s[f"{span}_terms"][key] = s[f"{span}_terms"].get(key, 0.0) + float(value)
+        self.loss.zero_()
+        self.terms, self.count = {}, 0
+
+    def peek(self) -> float:
+        """The mean task loss so far, without folding (for the progress bar)."""
+        s = self.state
+        return (self.loss.item() + s[f"{self.span}_loss_sum"]) / max(self.count + s[f"{self.span}_loss_count"], 1)
+
+    def means(self) -> dict[str, float]:
+        """Mean task loss (``loss``) and terms over the folded span."""
+        s, span = self.state, self.span
+        n = max(s[f"{span}_loss_count"], 1)
+        return {"loss": s[f"{span}_loss_sum"] / n, **{k: v / n for k, v in s[f"{span}_terms"].items()}}
+
+    def clear(self) -> None:
+        self.state.update({f"{self.span}_loss_sum": 0.0, f"{self.span}_loss_count": 0, f"{self.span}_terms": {}})
 
 
 def _progress(cfg: TrainingConfig, accelerator, total: int, done: int, epoch: int):
