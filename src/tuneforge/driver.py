@@ -36,6 +36,7 @@ from .tasks import Task, make_task
 from .training.callbacks import Callback
 from .training.checkpoint import CHECKPOINT_DIR
 from .training.loop import LoopResult, resolve_precision, train_loop
+from .training.regimes import regime_callbacks
 
 
 @dataclass
@@ -100,7 +101,8 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
     metric, greater = metric_for_best(cfg.training, task)
     result = train_loop(
         model, items, lengths, task.collator(tokenizer), cfg.training, run_dir,
-        evaluate_dev if dev else None, save_best, resume=resume, callbacks=callbacks, compute_loss=task.loss,
+        evaluate_dev if dev else None, save_best, resume=resume,
+        callbacks=[*regime_callbacks(cfg, task), *callbacks], compute_loss=task.loss,
         metric_for_best=metric, greater_is_better=greater, tracker_config=_flat_config(cfg),
     )
 

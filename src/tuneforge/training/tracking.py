@@ -1,7 +1,7 @@
 """Experiment trackers for ``training.report_to``: accelerate's own, writing under ``RUN/logs/``.
 
 - ``tensorboard``: accelerate's TensorBoardTracker; event files in ``RUN/logs/tensorboard/``.
-- ``mlflow``: accelerate's MLflowTracker, pointed at a local store in ``RUN/logs/mlflow/`` unless
+- ``mlflow``: accelerate's MLflowTracker, pointed at a local SQLite store in ``RUN/logs/mlflow/`` unless
   ``MLFLOW_TRACKING_URI`` names another server (then that one is used, as MLflow users expect).
 - ``jsonl``: one JSON object a line in ``RUN/logs/metrics.jsonl`` (``{"step": N, "key": value...}``),
   readable with no library at all. accelerate has no such tracker; ``GeneralTracker`` is its hook for one.
@@ -82,8 +82,11 @@ def _mlflow_tracker(folder: Path):
         """accelerate's tracker, with the tracking store under the run folder unless the user named one."""
 
         def start(self):
+            import logging
+
             import mlflow
 
+            logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO lines about creating its tables
             if not os.environ.get("MLFLOW_TRACKING_URI"):
                 folder.mkdir(parents=True, exist_ok=True)
                 mlflow.set_tracking_uri(mlflow_store_uri(folder))
@@ -94,9 +97,14 @@ def _mlflow_tracker(folder: Path):
 
             mlflow.end_run()
 
-    return LocalMLflowTracker(experiment_name="tuneforge", run_name=Path(folder).parents[1].name)
+    return LocalMLflowTracker(experiment_name="tuneforge", logging_dir=str(Path(folder).resolve() / "artifacts"),
+                              run_name=Path(folder).parents[1].name)
 
 
 def mlflow_store_uri(folder: Path) -> str:
-    """The local MLflow store of a run (``RUN/logs/mlflow``): what a reader passes to ``MlflowClient``."""
-    return Path(folder).resolve().as_uri()
+    """The local MLflow store of a run (``RUN/logs/mlflow/mlflow.db``): what a reader passes to ``MlflowClient``.
+
+    SQLite, MLflow's recommended local backend: its plain-folder store is in maintenance mode and
+    refuses to start unless told otherwise (MLflow 3).
+    """
+    return "sqlite:///" + str((Path(folder) / "mlflow.db").resolve())
