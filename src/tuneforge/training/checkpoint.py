@@ -17,14 +17,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..methods.base import trainable_tensors
 from ..paths import atomic_dir, recover_dir
 
 CHECKPOINT_DIR = "checkpoint"
-
-
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in names}
 
 
 def _split_callback_state(saved: dict[str, dict]) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -60,7 +56,7 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, cal
     with atomic_dir(Path(run_dir) / CHECKPOINT_DIR) as tmp:
         if tensors:
             save_file(tensors, str(tmp / "callbacks.safetensors"))
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(trainable_tensors(model), str(tmp / "trainable.safetensors"))
         save_file(rng, str(tmp / "rng.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
