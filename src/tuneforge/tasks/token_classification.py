@@ -238,7 +238,7 @@ class TokenClassificationData(DataConfig):
     FORMATS: ClassVar[tuple[str, ...]] = ("auto", "conll", "jsonl")
     token_column: int = 0
     tag_column: int = -1
-    scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "IO"] = "auto"
+    scheme: Literal["auto", "IOB2", "IOB1", "IO", "BIOES", "BILOU", "BMES", "BMEWO"] = "auto"  # readers.SCHEMES
 
 
 class TokenClassificationEncoding(EncodingConfig):
