@@ -29,11 +29,15 @@ def config_file(tiny_bert, ner_files, tmp_path):
     return path
 
 
-def test_unknown_config_key_is_named(config_file):
+def test_unknown_config_key_is_named_where_it_was_written(config_file):
     result = run_cli("train", config_file, "--set", "training.epochz=3")
     assert result.returncode == 2
     line = one_error_line(result.stderr)
-    assert "unknown key 'training.epochz'" in line and str(config_file) in line
+    # the key came from --set, not from the file: the message says so
+    assert line == "error: --set training.epochz=3: unknown key 'training.epochz'; remove it or check its spelling"
+    config_file.write_text(config_file.read_text() + "seed: 3\n")
+    line = one_error_line(run_cli("train", config_file).stderr)
+    assert "unknown key 'seed'" in line and line.startswith(f"error: {config_file}: ")
 
 
 def test_bad_value_is_named(config_file, capsys):

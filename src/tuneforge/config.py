@@ -5,17 +5,70 @@ Unknown keys are errors (``extra="forbid"``) and every error names the dotted ke
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 
 
+def _union_members(annotation) -> list:
+    """``Optional[Union[A, dict[str, float]]]`` -> ``[A, dict[str, float], NoneType]``."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _union_members(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return [m for arg in get_args(annotation) for m in _union_members(arg)]
+    return [annotation]
+
+
+def _bool_where_number(annotation, value) -> bool:
+    """Whether ``value`` holds true/false where ``annotation`` wants a number, at any depth.
+
+    pydantic reads ``epochs: true`` as 1 and ``learning_rate: true`` as 1.0; a bool there is
+    always a slip, so it is refused instead.
+    """
+    members = _union_members(annotation)
+    if isinstance(value, bool):
+        return bool not in members and any(m in (int, float) for m in members)
+    containers = [m for m in members if get_origin(m) in (list, tuple, dict)]
+    if isinstance(value, dict):
+        return any(_bool_where_number(get_args(m)[1], v) for m in containers if get_origin(m) is dict
+                   for v in value.values())
+    if isinstance(value, (list, tuple)):
+        for m in containers:
+            args = [a for a in get_args(m) if a is not Ellipsis]
+            if get_origin(m) is not dict and args:
+                return any(_bool_where_number(args[min(i, len(args) - 1)], v) for i, v in enumerate(value))
+    return False
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Every config section: unknown keys are errors, and numbers are checked in this one place.
+
+    Numbers must be finite (``.inf`` and ``.nan`` are YAML floats, and a learning rate of inf
+    trains to nan without complaint) and must not be written as true/false.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _no_bool_for_numbers(cls, tree: Any, handler) -> Any:
+        # a model-level check: pydantic refuses field "before" validators on union discriminators
+        if isinstance(tree, dict):
+            for key, value in tree.items():
+                field = cls.model_fields.get(key)
+                if field is not None and _bool_where_number(field.annotation, value):
+                    raise ValidationError.from_exception_data(cls.__name__, [{
+                        "type": PydanticCustomError("bool_not_number", "true/false is not a number; write a number"),
+                        "loc": (key,), "input": value,
+                    }])
+        return handler(tree)
 
 
 class ModelConfig(_Strict):
@@ -200,6 +253,20 @@ class Config(_Strict):
     method: MethodConfig = Field(default_factory=FullMethodConfig)
     output_dir: str = "runs/latest"
 
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_can_be_a_folder(cls, value: str) -> str:
+        """Checked here, before any work: a file where the run folder (or a folder above it) must go."""
+        path = Path(value)
+        for place in (path, *path.parents):
+            if place.exists():
+                if not place.is_dir():
+                    raise PydanticCustomError(
+                        "not_a_folder", "{place} is a file; set output_dir to a folder path", {"place": str(place)}
+                    )
+                break
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _apply_method_defaults(cls, tree: Any) -> Any:
@@ -266,29 +333,93 @@ def _key_of_other_task(section: str, key: str) -> str | None:
     return None
 
 
-def _format_validation_error(exc: ValidationError, source: str, task_type: str) -> str:
-    problems = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        if loc[:1] == ["method"] and len(loc) > 1 and loc[1] in METHOD_NAMES:
-            del loc[1]  # pydantic names the union member; the user wrote method.KEY
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            problems.append(f"bad value for '{key}.name': choose one of {', '.join(METHOD_NAMES)}")
-        elif err["type"] == "extra_forbidden":
-            owner = _key_of_other_task(str(loc[0]), str(loc[1])) if len(loc) == 2 and loc[0] in (
-                "task", "data", "encoding") else None
-            if owner:
-                problems.append(f"'{key}' does not apply to task.type {task_type}; remove it")
-            else:
-                problems.append(f"unknown key '{key}'; remove it or check its spelling")
-        elif err["type"] == "missing":
-            problems.append(f"missing required key '{key}'")
-        elif err["type"] == "value_error" and err["msg"].startswith("Value error, '"):
-            problems.append(err["msg"].removeprefix("Value error, "))  # a cross-key check naming its key
-        else:
-            problems.append(f"bad value for '{key}': {err['msg']}")
-    return f"{source}: " + "; ".join(problems)
+def _error_key(err: dict) -> str:
+    loc = list(err["loc"])
+    if loc[:1] == ["method"] and len(loc) > 1 and loc[1] in METHOD_NAMES:
+        del loc[1]  # pydantic names the union member; the user wrote method.KEY
+    # other unions name their member by type ("literal['balanced']", "dict[str,float]"): not a key
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and "[" in p))
+
+
+def _describe_error(err: dict, key: str, task_type: str) -> str:
+    shown = key or "(top level)"
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return f"bad value for '{shown}.name': choose one of {', '.join(METHOD_NAMES)}"
+    if err["type"] == "extra_forbidden":
+        loc = key.split(".")
+        owner = _key_of_other_task(loc[0], loc[1]) if len(loc) == 2 and loc[0] in ("task", "data", "encoding") else None
+        if owner:
+            return f"'{shown}' does not apply to task.type {task_type}; remove it"
+        return f"unknown key '{shown}'; remove it or check its spelling"
+    if err["type"] == "missing":
+        return f"missing required key '{shown}'"
+    if err["type"] == "value_error" and err["msg"].startswith("Value error, '"):
+        return err["msg"].removeprefix("Value error, ")  # a cross-key check naming its key
+    return f"bad value for '{shown}': {err['msg']}"
+
+
+def _format_validation_error(
+    exc: ValidationError, source: str, task_type: str, overrides: dict[str, str] | None = None
+) -> str:
+    """One line: each problem under where its value came from, the file or the ``--set`` that set it."""
+    by_origin: dict[str, list[str]] = {}
+    errors = [(_error_key(err), err) for err in exc.errors()]
+    keys = [key for key, _ in errors]
+    for key, err in errors:
+        if any(other.startswith(key + ".") for other in keys if key):
+            continue  # a union member that fails deeper says more than the one that fails here
+        problem = _describe_error(err, key, task_type)
+        if problem.startswith("'"):
+            key = problem[1:].split("'", 1)[0]  # a cross-key check: the key it names
+        by_origin.setdefault(_origin(key, source, overrides), []).append(problem)
+    return "; ".join(f"{origin}: " + "; ".join(problems) for origin, problems in by_origin.items())
+
+
+def _origin(key: str, source: str, overrides: dict[str, str] | None) -> str:
+    """Where the value of ``key`` came from: the ``--set`` that set it (or its section), else ``source``."""
+    origin = source
+    for set_key, pair in (overrides or {}).items():
+        if key and (key == set_key or key.startswith(set_key + ".") or set_key.startswith(key + ".")):
+            origin = f"--set {pair}"
+    return origin
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error.
+
+    Plain YAML keeps the last of two ``training:`` sections, silently dropping the first.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults` merges on purpose
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:
+                    continue  # an unhashable key: the base constructor reports it
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None, None,
+                        f"key {key!r} appears twice (first on line {first.line + 1}); keep one",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    """YAML text -> Python; a syntax error or a duplicate key names ``where`` and the line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        place = f"{where}:{mark.line + 1}" if mark is not None and not where.startswith("--set") else where
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        hint = "; quote the value, e.g. KEY='...'" if where.startswith("--set") else ""
+        raise ConfigError(f"{place}: not valid YAML ({problem}){hint}") from None
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -302,14 +433,19 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _split_override(pair: str) -> tuple[str, str]:
+    key, sep, raw = pair.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. training.epochs=3")
+    return key.strip(), raw
+
+
 def parse_overrides(pairs: list[str] | None) -> dict:
     """``["training.epochs=3", "model.name_or_path=bert-base-cased"]`` -> nested dict (values parsed as YAML)."""
     tree: dict = {}
     for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. training.epochs=3")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        key, raw = _split_override(pair)
+        _set_dotted(tree, key, _load_yaml(raw, f"--set {pair}") if raw != "" else "")
     return tree
 
 
@@ -328,25 +464,35 @@ def config_from_dict(tree: dict, source: str = "config", overrides: list[str] | 
     from .tasks import REGISTRY
 
     tree = _merge(tree, parse_overrides(overrides))
+    origins = {_split_override(pair)[0]: pair for pair in overrides or []}
     task_type = _task_type(tree)
     if task_type not in REGISTRY:
-        raise ConfigError(f"{source}: bad value for 'task.type': {task_type!r}; choose one of {', '.join(REGISTRY)}")
+        raise ConfigError(
+            f"{_origin('task.type', source, origins)}: bad value for 'task.type': {task_type!r}; "
+            f"choose one of {', '.join(REGISTRY)}"
+        )
     try:
         return config_class(task_type).model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source, task_type)) from None
+        raise ConfigError(_format_validation_error(exc, source, task_type, origins)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give the config's YAML file")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror}); check the file's permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: invalid UTF-8 (byte 0x{data[exc.start]:02x}); re-save the config as UTF-8") from None
+    tree = _load_yaml(text, str(path)) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (model:, data:, training: ...)")
     return config_from_dict(tree, source=str(path), overrides=overrides)
