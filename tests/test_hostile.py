@@ -138,3 +138,84 @@ def test_output_dir_that_is_a_file(config_file, tmp_path, capsys):
         line = error_line(capsys)
         assert f"bad value for 'output_dir': {blocker} is a file; set output_dir to a folder path" in line
     assert blocker.read_text() == "not a folder\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands: check arguments and outputs before the work, one line for each mistake
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_bert, tmp_path_factory) -> Path:
+    """A small finished run (quality is not the point here); tests copy it before damaging it."""
+    from tuneforge.api import train
+
+    data = tmp_path_factory.mktemp("hostile-data")
+    for name in ("train", "dev", "test"):
+        write_conll(data / f"{name}.conll")
+    out = tmp_path_factory.mktemp("hostile-run") / "run"
+    train(tiny_config(tiny_bert, data, out, epochs=2))
+    return out
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_batch_size_must_be_positive(trained_run, ner_files, capsys, command, value):
+    assert main([command, str(trained_run), str(ner_files / "test.conll"), "--batch-size", value]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: tuneforge {command}: argument --batch-size: ")
+    assert line.endswith(f"see tuneforge {command} --help")
+
+
+def test_batch_size_is_checked_in_the_python_api_too(trained_run):
+    import tuneforge
+
+    model = tuneforge.load(trained_run)
+    for size in (0, -1):
+        with pytest.raises(tuneforge.TuneforgeError, match=f"batch size {size}: must be a whole number of at least 1"):
+            model.predict("john lives in paris", batch_size=size)
+
+
+def test_out_that_cannot_be_written_fails_before_any_work(trained_run, ner_files, tmp_path, capsys, monkeypatch):
+    import tuneforge.api
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(tuneforge.api, "load", no_loading)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cases = [(tmp_path, "is a folder; give a file path"), (blocker / "out.json", f"{blocker} is a file")]
+    for out, fragment in cases:
+        for command in ("predict", "eval"):
+            assert main([command, str(trained_run), str(ner_files / "test.conll"), "--out", str(out)]) == 2
+            line = error_line(capsys)
+            assert line.startswith(f"error: --out {out}: ") and fragment in line
+    assert main(["data", "split", str(ner_files / "train.conll"), "--out", str(blocker)]) == 2
+    assert error_line(capsys) == f"error: --out {blocker}: is a file; give a folder path"
+
+
+@pytest.mark.parametrize("ratios", ["0.5,0.5,0.5", "a,b,c", "0.8,0.2", "nan,0.5,0.5", "1.2,-0.1,-0.1", ""])
+def test_split_ratios_are_three_numbers_summing_to_one(ner_files, tmp_path, capsys, ratios):
+    assert main(["data", "split", str(ner_files / "train.conll"), "--out", str(tmp_path / "s"), "--ratios", ratios]) == 2
+    assert error_line(capsys) == (
+        f"error: --ratios {ratios}: give three non-negative numbers train,dev,test that sum to 1, such as 0.8,0.1,0.1"
+    )
+    assert not (tmp_path / "s").exists()
+
+
+def test_usage_mistakes_are_one_line(capsys):
+    assert main(["train"]) == 2
+    assert error_line(capsys).startswith("error: tuneforge train: the following arguments are required: config")
+    assert main(["data", "check", "x.conll", "--scheme", "BIO"]) == 2
+    assert "argument --scheme: invalid choice: 'BIO'" in error_line(capsys)
+
+
+def test_a_run_without_dev_or_test_says_so_instead_of_an_empty_score(tiny_bert, ner_files, tmp_path, capsys):
+    cfg = tiny_config(tiny_bert, ner_files, tmp_path / "run", epochs=1)
+    del cfg["data"]["dev"], cfg["data"]["test"]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "{}" not in last
+    assert last.startswith(f"run folder: {tmp_path / 'run'} · no dev or test set scored")

@@ -30,7 +30,10 @@ def _add_precision(p) -> None:
 
 def _cmd_eval(args) -> int:
     from . import api
+    from .paths import check_output_path
 
+    if args.out:
+        check_output_path(args.out, "--out")  # before the model is loaded and the data scored
     predictor = api.load(args.run, precision=args.precision)
     metrics, report = api.evaluate(
         predictor, args.data, format=args.format, batch_size=args.batch_size,
@@ -48,8 +51,11 @@ def _cmd_eval(args) -> int:
 
 def _cmd_predict(args) -> int:
     from . import api
+    from .paths import check_output_path
     from .tasks.base import check_read_options
 
+    if args.out:
+        check_output_path(args.out, "--out")  # before the model is loaded and the inputs tagged
     predictor = api.load(args.run, precision=args.precision)
     if args.output_format not in predictor.output_formats:
         raise TuneforgeError(f"--output-format {args.output_format}: a {predictor.task_name.replace('_', ' ')} "
@@ -75,10 +81,10 @@ def _write_output(text: str, out: str | None, what: str) -> None:
 
 def _cmd_data_split(args) -> int:
     from .data.readers import read_token_file, split_examples, write_conll
+    from .paths import check_output_path
 
-    ratios = [float(r) for r in args.ratios.split(",")]
-    if len(ratios) != 3:
-        raise TuneforgeError(f"--ratios {args.ratios!r}: give three ratios train,dev,test such as 0.8,0.1,0.1")
+    ratios = _parse_ratios(args.ratios)
+    check_output_path(args.out, "--out", folder=True)
     examples = read_token_file(args.input, args.format, tag_column=args.tag_column)
     parts = split_examples(examples, ratios, args.seed)
     out = Path(args.out)
@@ -87,6 +93,20 @@ def _cmd_data_split(args) -> int:
     print(f"{len(examples)} sentences -> " + ", ".join(
         f"{name} {len(p)}" for name, p in zip(("train", "dev", "test"), parts)) + f" in {out}/")
     return 0
+
+
+def _parse_ratios(text: str) -> list[float]:
+    import math
+
+    try:
+        ratios = [float(r) for r in text.split(",")]
+    except ValueError:
+        ratios = []
+    if len(ratios) != 3 or not all(math.isfinite(r) and r >= 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+        raise TuneforgeError(
+            f"--ratios {text}: give three non-negative numbers train,dev,test that sum to 1, such as 0.8,0.1,0.1"
+        )
+    return ratios
 
 
 def _cmd_data_check(args) -> int:
@@ -115,7 +135,10 @@ def _add_text_columns(p: argparse.ArgumentParser, labels: bool) -> None:
 
 def _cmd_compare(args) -> int:
     from . import compare
+    from .paths import check_output_path
 
+    if args.out:
+        check_output_path(args.out, "--out", folder=True)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         result = compare.compare(args.config, methods, seeds=args.seeds, overrides=args.set,
@@ -131,18 +154,37 @@ def _cmd_compare(args) -> int:
 
 def _cmd_export(args) -> int:
     from .artifacts import export_merged
+    from .paths import check_output_path
 
     if not args.merge:
         raise TuneforgeError("export: pass --merge (fold the method into the base weights); it is the only export so far")
+    check_output_path(args.out, "OUT", folder=True)
     out = export_merged(args.run, args.out)
     print(f"wrote a plain Hugging Face model to {out} (loads with transformers alone)")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line and exit 2, like every other error a user can fix."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.readers import SCHEMES
 
-    parser = argparse.ArgumentParser(prog="tuneforge", description=__doc__)
+    parser = _Parser(prog="tuneforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="fine-tune a model as a YAML config says")
@@ -158,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv"])
     p.add_argument("--tag-column", type=int, help="token classifiers: the tag column of a CoNLL file (default: last)")
     _add_text_columns(p, labels=True)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     _add_precision(p)
     p.add_argument("--out", help="also write the metrics as JSON here")
     p.set_defaults(func=_cmd_eval)
@@ -172,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text_columns(p, labels=False)
     p.add_argument("--output-format", default="jsonl", choices=["jsonl", "conll"])
     p.add_argument("--out", help="write here instead of standard output")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     _add_precision(p)
     p.set_defaults(func=_cmd_predict)
 
@@ -180,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--methods", default="full,lora,adapter,bitfit,prompt",
                    help="comma-separated: full, freeze, lora, ia3, prompt, adapter, bitfit")
-    p.add_argument("--seeds", type=int, default=1, help="runs per method, seeds training.seed, +1, +2 ...")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="runs per method, seeds training.seed, +1, +2 ...")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every member")
     p.add_argument("--same-budget", action="store_true",
                    help="give every method the config's learning rate and epochs instead of its own defaults")
@@ -215,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except TuneforgeError as exc:

@@ -32,6 +32,28 @@ def resolve_path(value: str | os.PathLike) -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / rest)
 
 
+def check_output_path(path: str | Path, what: str, folder: bool = False) -> Path:
+    """Fail now, before any work, if ``path`` cannot become the file (or folder) ``what`` names.
+
+    ``what`` is how the user gave the path (``--out``), so the one-line error points at it.
+    """
+    from .errors import TuneforgeError
+
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise TuneforgeError(f"{what} {path}: is a folder; give a file path")
+    if path.exists() and not path.is_dir() and folder:
+        raise TuneforgeError(f"{what} {path}: is a file; give a folder path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise TuneforgeError(f"{what} {path}: {parent} is a file, so nothing can be written under it")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise TuneforgeError(f"{what} {path}: cannot write in {parent} (permission denied)")
+            break
+    return path
+
+
 @contextmanager
 def atomic_dir(final: str | Path):
     """Yield a temporary sibling folder; on success it replaces ``final`` in one rename.
@@ -46,6 +68,7 @@ def atomic_dir(final: str | Path):
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a run folder gets the usual permissions
     try:
         yield tmp
+        _give_usual_permissions(tmp)
     except BaseException:
         _rmtree(tmp)
         raise
@@ -90,6 +113,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _give_usual_permissions(folder: Path) -> None:
+    """What was written into ``folder`` gets the permissions ``open()`` under the umask would give.
+
+    Some writers use private temp files and rename them (transformers' ``save_pretrained`` leaves
+    ``model.safetensors`` 0600), and then no one else can load the model.
+    """
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
 
 
 def _umask() -> int:

@@ -11,6 +11,7 @@ The seed's three bugs are fixed here:
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -64,6 +65,23 @@ def special_token_template(tokenizer) -> tuple[list[int], list[int]]:
     return list(ids[: content[0]]), list(ids[content[-1] + 1:])
 
 
+@contextmanager
+def windowed_tokenization():
+    """Tokenize whole inputs without transformers' "longer than the specified maximum" warning.
+
+    Long inputs are expected here: they are cut into windows afterwards (and counted in the
+    encode stats), so the warning about indexing errors would be wrong and alarming.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def _fallback_token(tokenizer) -> str:
     return tokenizer.unk_token or "?"
 
@@ -77,7 +95,8 @@ def tokenize_words(tokenizer, sentences: Sequence[Sequence[str]], stats: EncodeS
     """
     if not sentences:
         return []
-    enc = tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False)
+    with windowed_tokenization():
+        enc = tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False)
     out = []
     for i, words in enumerate(sentences):
         ids = list(enc["input_ids"][i])
@@ -88,7 +107,8 @@ def tokenize_words(tokenizer, sentences: Sequence[Sequence[str]], stats: EncodeS
             if stats is not None:
                 stats.empty_words += len(missing)
             patched = [(_fallback_token(tokenizer) if j in missing else w) for j, w in enumerate(words)]
-            again = tokenizer([patched], is_split_into_words=True, add_special_tokens=False)
+            with windowed_tokenization():
+                again = tokenizer([patched], is_split_into_words=True, add_special_tokens=False)
             ids, word_ids = list(again["input_ids"][0]), list(again.word_ids(0))
             if len(set(w for w in word_ids if w is not None)) != len(words):
                 raise ValueError(f"could not tokenize every word of {list(words)!r}")
@@ -229,6 +249,11 @@ def length_grouped_batches(
 
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """For inference: batches of similar length in length order (order restored by the caller)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        from ..errors import TuneforgeError
+
+        # a negative size would give no batches at all, and every word would come back as O
+        raise TuneforgeError(f"batch size {batch_size!r}: must be a whole number of at least 1")
     order = sorted(range(len(lengths)), key=lambda j: lengths[j], reverse=True)
     return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -399,18 +424,12 @@ def encode_texts(
     Every input of a long text carries the text's label, so with ``windows`` training sees the
     whole document and inference pools the windows' logits.
     """
-    from transformers.utils import logging as hf_logging
-
     template = sequence_template(tokenizer)
     stats = TextEncodeStats(examples=len(examples), strategy=long_text)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "sequence longer than the maximum" is expected: we handle it below
-    try:
+    with windowed_tokenization():  # long texts are expected: the strategy below handles them
         firsts = tokenizer([ex.text for ex in examples], add_special_tokens=False)["input_ids"] if examples else []
         pair_texts = [ex.text_pair for ex in examples if getattr(ex, "text_pair", None) is not None]
         seconds = iter(tokenizer(pair_texts, add_special_tokens=False)["input_ids"] if pair_texts else [])
-    finally:
-        hf_logging.set_verbosity(verbosity)
     inputs: list[TextInput] = []
     for index, (ex, first) in enumerate(zip(examples, firsts)):
         second = next(seconds) if getattr(ex, "text_pair", None) is not None else None
