@@ -219,3 +219,199 @@ def test_a_run_without_dev_or_test_says_so_instead_of_an_empty_score(tiny_bert, 
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert "{}" not in last
     assert last.startswith(f"run folder: {tmp_path / 'run'} · no dev or test set scored")
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved models and checkpoints: damaged files are named, permissions are the usual ones,
+# and a run folder never switches on remote code
+
+
+def copy_run(trained_run: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "run-copy"
+    shutil.copytree(trained_run, run)
+    return run
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"garbage" * 10,
+        b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94.",  # a pickle
+        None,  # cut off half-way
+    ],
+)
+def test_a_damaged_weights_file_is_named(trained_run, tmp_path, capsys, damage):
+    run = copy_run(trained_run, tmp_path)
+    weights = run / "model" / "model.safetensors"
+    weights.write_bytes(damage if damage is not None else weights.read_bytes()[: weights.stat().st_size // 2])
+    texts = tmp_path / "t.txt"
+    texts.write_text("john lives in paris\n")
+    assert main(["predict", str(run), str(texts)]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: {weights}: damaged weights file (")
+    assert line.endswith("restore the run folder or train again")
+
+
+def test_a_damaged_model_description_is_named(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    meta = run / "model" / "tuneforge.json"
+    meta.write_text("{broken")
+    assert main(["eval", str(run), str(tmp_path / "missing.conll")]) == 2
+    assert error_line(capsys).startswith(f"error: {meta}: cannot be read (")
+
+
+def test_a_tampered_checkpoint_is_named_not_unpickled(tiny_bert, tmp_path):
+    import pickle
+
+    import torch
+
+    from tuneforge.errors import TuneforgeError
+    from tuneforge.models import load_token_classifier
+    from tuneforge.training.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+
+    model = load_token_classifier(str(tiny_bert), ["O", "B-PER", "I-PER"], announce_new_head=False)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    save_checkpoint(tmp_path, model, optimizer, scheduler, {"global_step": 1})
+    folder = tmp_path / CHECKPOINT_DIR
+    (folder / "optimizer.pt").write_bytes(pickle.dumps(os.getcwd))  # a global that weights_only refuses
+    with pytest.raises(TuneforgeError, match=rf"^{folder / 'optimizer.pt'}: damaged checkpoint file \("):
+        load_checkpoint(tmp_path, model, optimizer, scheduler)
+    (folder / "trainable.safetensors").write_bytes(b"\x00" * 12)
+    with pytest.raises(TuneforgeError, match=rf"^{folder / 'trainable.safetensors'}: damaged checkpoint file"):
+        load_checkpoint(tmp_path, model, optimizer, scheduler)
+
+
+def test_saved_model_files_get_the_usual_permissions(tiny_bert, tiny_tokenizer, tmp_path):
+    from tuneforge.artifacts import save_model
+    from tuneforge.methods import get_method
+    from tuneforge.models import load_token_classifier
+
+    model = load_token_classifier(str(tiny_bert), ["O", "B-PER", "I-PER"], announce_new_head=False)
+    old = os.umask(0o022)
+    try:
+        save_model(tmp_path / "model", model, tiny_tokenizer, get_method("full"), {"task": "token_classification"})
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "model").iterdir()}
+    assert modes["model.safetensors"] == 0o644  # transformers writes it 0600
+    assert set(modes.values()) == {0o644}
+
+
+def test_a_run_folder_cannot_switch_on_remote_code(tiny_bert, tiny_tokenizer, tmp_path, monkeypatch):
+    import inspect
+
+    from tuneforge import artifacts
+    from tuneforge.methods import get_method
+    from tuneforge.models import load_token_classifier
+    from tuneforge.tasks import token_classification as token_task
+
+    labels = ["O", "B-PER", "I-PER"]
+    method = get_method("bitfit")
+    model = method.prepare(load_token_classifier(str(tiny_bert), labels, announce_new_head=False), None)
+    meta = {"task": "token_classification", "labels": labels, "max_length": 32, "stride": 8,
+            "base_model": {"name_or_path": str(tiny_bert), "revision": None, "trust_remote_code": True},
+            "method_config": {"name": "bitfit"}}
+    artifacts.save_model(tmp_path / "model", model, tiny_tokenizer, method, meta)
+    seen = []
+
+    def recording_loader(*args, **kwargs):
+        seen.append(inspect.signature(load_token_classifier).bind(*args, **kwargs).arguments.get("trust_remote_code"))
+        return load_token_classifier(*args, **kwargs)
+
+    monkeypatch.setattr(token_task, "load_token_classifier", recording_loader)
+    artifacts.load_model(tmp_path, device="cpu")
+    artifacts.load_model(tmp_path, device="cpu", trust_remote_code=True)
+    assert seen == [False, True]  # the file's true is ignored; only the caller's flag counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows longer than the model's positions
+
+
+def test_position_limits_with_roberta_offsets():
+    from transformers import BertConfig, DebertaV2Config, GPT2Config, RobertaConfig
+
+    from tuneforge.models import check_max_length, position_limit
+
+    assert position_limit(BertConfig(max_position_embeddings=512)) == 512
+    assert position_limit(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512
+    assert position_limit(GPT2Config(n_positions=1024)) == 1024
+    assert position_limit(DebertaV2Config(position_biased_input=False)) is None
+    check_max_length(RobertaConfig(max_position_embeddings=514, pad_token_id=1), None, 512)
+    with pytest.raises(ConfigError, match=r"^encoding.max_length: 513 tokens do not fit the model's 512 positions \(roberta\); set encoding.max_length to 512 or less"):
+        check_max_length(RobertaConfig(max_position_embeddings=514, pad_token_id=1), None, 513)
+    with pytest.raises(ConfigError, match=r"^encoding.max_length: 1024 tokens"):
+        check_max_length(BertConfig(max_position_embeddings=512), None, 1024)
+
+
+def test_a_saved_window_longer_than_the_model_is_refused_at_load(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    meta_path = run / "model" / "tuneforge.json"
+    meta = json.loads(meta_path.read_text())
+    meta["max_length"] = 1024  # the tiny BERT has 128 positions
+    meta_path.write_text(json.dumps(meta))
+    texts = tmp_path / "long.txt"
+    texts.write_text("john lives in paris " * 200 + "\n")
+    assert main(["predict", str(run), str(texts)]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: {meta_path}: max_length: 1024 tokens do not fit the model's 128 positions (")
+    assert line.endswith("set encoding.max_length to 128 or less (longer inputs are read in windows)")
+
+
+@pytest.mark.xfail(strict=True, reason="wiring: driver.train_run calls models.check_max_length(model.config, tokenizer, cfg.encoding.max_length)")
+def test_a_window_longer_than_the_model_is_refused_before_training(tiny_bert, ner_files, tmp_path):
+    from tuneforge.api import train
+
+    cfg = tiny_config(tiny_bert, ner_files, tmp_path / "run", epochs=1)
+    cfg["encoding"] = {"max_length": 256, "stride": 8}
+    with pytest.raises(ConfigError, match=r"^encoding.max_length: 256 tokens do not fit the model's 128 positions"):
+        train(cfg)
+
+
+@pytest.mark.xfail(strict=True, reason="wiring: the task's prepare_data calls readers.check_trainable_labels(train)")
+def test_a_training_set_of_only_o_is_refused_before_training(tiny_bert, ner_files, tmp_path):
+    from tuneforge.api import train
+    from tuneforge.errors import DataError
+
+    write_conll(ner_files / "train.conll", [("john lives in paris", "O O O O")])
+    with pytest.raises(DataError, match="every tag in the 1 training sentence"):
+        train(tiny_config(tiny_bert, ner_files, tmp_path / "run", epochs=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+
+
+@pytest.mark.parametrize("path", ["/nonexistent/model", "./models/missing"])
+def test_a_missing_local_model_is_reported_as_missing(config_file, capsys, path):
+    assert main(["train", str(config_file), "--set", f"model.name_or_path={path}"]) == 2
+    assert error_line(capsys) == f"error: model.name_or_path: {path} does not exist; check the path to the model folder"
+
+
+def test_a_folder_that_is_not_a_model(config_file, tmp_path, capsys):
+    assert main(["train", str(config_file), "--set", f"model.name_or_path={tmp_path}"]) == 2
+    assert "is a folder without config.json" in error_line(capsys)
+
+
+def test_no_too_long_warning_where_tuneforge_windows(tiny_tokenizer, monkeypatch):
+    import logging
+
+    from tuneforge.data.encode import encode_examples
+    from tuneforge.data.readers import TokenExample
+
+    monkeypatch.setattr(tiny_tokenizer, "model_max_length", 16)
+    monkeypatch.setattr(tiny_tokenizer, "deprecation_warnings", {})  # the warning is given once per tokenizer
+    messages: list[str] = []
+    grab = logging.Handler()
+    grab.emit = lambda record: messages.append(record.getMessage())
+    library = logging.getLogger("transformers")  # it does not propagate to the root logger
+    library.addHandler(grab)
+    try:
+        long = TokenExample(words=["john", "lives", "in", "paris"] * 20)
+        windows, stats = encode_examples([long, TokenExample(words=["mary"])], tiny_tokenizer, None, 16, 4)
+    finally:
+        library.removeHandler(grab)
+    assert stats.split_examples == 1 and len(windows) > 2
+    assert stats.describe() == f"2 examples -> {len(windows)} windows; 1 long examples split into overlapping windows"
+    assert not [m for m in messages if "indexing errors" in m]

@@ -17,7 +17,7 @@ import torch
 from .config import method_config_from_dict
 from .errors import TuneforgeError
 from .methods import get_method
-from .models import load_tokenizer
+from .models import check_max_length, load_tokenizer
 from .paths import PACKAGE_SCHEME, atomic_dir
 
 MODEL_DIR = "model"
@@ -63,34 +63,81 @@ def find_model_folder(run: str | Path) -> Path:
     raise TuneforgeError(f"{run}: no trained model here (expected {run / MODEL_DIR / META_FILE}); give a run folder")
 
 
-def _load_onto_base(folder: Path, meta: dict, method, task):
+def _load_onto_base(folder: Path, meta: dict, method, task, trust_remote_code: bool = False):
     base = meta.get("base_model")
     if not base:
         raise TuneforgeError(f"{folder / META_FILE}: no base_model recorded; this {method.name} run cannot be loaded")
+    # base["trust_remote_code"] records how the run was trained; it is never obeyed: a run folder
+    # from elsewhere must not be able to switch on running its code. Only the caller can.
     model = task.load_pretrained(
         base["name_or_path"], meta["labels"], meta, revision=base.get("revision"),
-        trust_remote_code=base.get("trust_remote_code", False), announce_new_head=False,
+        trust_remote_code=trust_remote_code, announce_new_head=False,
     )
     method_cfg = method_config_from_dict(meta.get("method_config") or {"name": method.name}, str(folder / META_FILE))
     return method.load(model, folder, method_cfg)
 
 
-def load_model(run: str | Path, device: str | None = None):
-    """(model in eval mode on ``device``, tokenizer, meta) from a run folder."""
+def _read_meta(folder: Path) -> dict:
+    path = folder / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TuneforgeError(f"{path}: cannot be read ({exc}); restore the run folder or train again") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), list):
+        raise TuneforgeError(f"{path}: not a tuneforge model description (no labels); restore the run folder or train again")
+    return meta
+
+
+def check_weight_files(folder: Path) -> None:
+    """Every safetensors file in ``folder`` has a whole, readable header; the bad one is named.
+
+    A damaged or replaced file (a pickle renamed to .safetensors, a cut-off download) would
+    otherwise surface as a deserialisation traceback from deep inside transformers or peft.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as exc:
+            raise TuneforgeError(f"{path}: damaged weights file ({exc}); restore the run folder or train again") from None
+
+
+def load_model(run: str | Path, device: str | None = None, trust_remote_code: bool = False):
+    """(model in eval mode on ``device``, tokenizer, meta) from a run folder.
+
+    ``trust_remote_code`` is for a base model whose code lives on the hub; it is off unless the
+    caller turns it on, whatever the run folder says.
+    """
+    from transformers.utils import logging as hf_logging
+
+    # a progress bar for reading a local folder is noise on stderr, where errors go
+    hf_logging.disable_progress_bar()
+    try:
+        return _load_model(run, device, trust_remote_code)
+    finally:
+        hf_logging.enable_progress_bar()
+
+
+def _load_model(run: str | Path, device: str | None, trust_remote_code: bool):
     folder = find_model_folder(run)
-    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    meta = _read_meta(folder)
+    check_weight_files(folder)
     task = _task_of(folder, meta)
     method = get_method(meta.get("method", "full"))
     if method.stores_full_model:
-        tokenizer = load_tokenizer(str(folder))
-        model = task.load_pretrained(str(folder), meta=meta)
+        tokenizer = load_tokenizer(str(folder), trust_remote_code=trust_remote_code)
+        model = task.load_pretrained(str(folder), meta=meta, trust_remote_code=trust_remote_code)
     else:
         from transformers import AutoTokenizer
 
         # No config.json here (only the method's weights); the saved tokenizer carries its own
         # settings (pad token, add_prefix_space), so it loads as it was saved.
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = _load_onto_base(folder, meta, method, task)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        model = _load_onto_base(folder, meta, method, task, trust_remote_code)
+    if isinstance(meta.get("max_length"), int):
+        check_max_length(model.config, tokenizer, meta["max_length"], where=f"{folder / META_FILE}: max_length")
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(target).eval()
     return model, tokenizer, meta

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .errors import ConfigError
 from .paths import resolve_path
 
@@ -10,16 +12,82 @@ from .paths import resolve_path
 _PREFIX_SPACE_TYPES = {"roberta", "gpt2", "bloom", "longformer", "bart", "deberta", "mpnet", "xlm-roberta-xl"}
 
 
+def _is_hub_name(text: str) -> bool:
+    """``name`` or ``namespace/name`` as the hub spells them; anything else can only be a path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return not text.startswith((".", "~"))
+
+
+def check_model_source(path: str) -> None:
+    """A local model path that cannot be a model is reported as such, not as a bad hub name."""
+    where = Path(path)
+    if where.is_dir():
+        if not (where / "config.json").is_file():
+            raise ConfigError(f"model.name_or_path: {path} is a folder without config.json; give a Hugging Face model folder")
+    elif where.exists():
+        raise ConfigError(f"model.name_or_path: {path} is a file; give the model's folder (the one with config.json)")
+    elif not _is_hub_name(path):
+        raise ConfigError(f"model.name_or_path: {path} does not exist; check the path to the model folder")
+
+
+def _cannot_load(path: str, exc: Exception) -> ConfigError:
+    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if Path(path).exists():
+        return ConfigError(f"model.name_or_path: cannot load the model in {path} ({why})")
+    return ConfigError(
+        f"model.name_or_path: {path!r} is not a local folder, and the hub could not give it ({why}); "
+        "check the path, or give a hub name reachable from this machine"
+    )
+
+
 def _model_type(path: str, revision: str | None, trust_remote_code: bool) -> str:
     from transformers import AutoConfig
 
+    check_model_source(path)
     try:
         return AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code).model_type
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
+        raise _cannot_load(path, exc) from None
+
+
+# Models that number positions from padding_idx + 1 (RoBERTa's scheme), so their position table
+# holds max_position_embeddings - pad_token_id - 1 usable positions (514 - 1 - 1 = 512).
+_POSITIONS_AFTER_PADDING = {
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "mpnet", "ibert", "data2vec-text",
+    "roberta-prelayernorm", "xmod", "luke", "markuplm", "layoutlmv3", "lilt", "esm",
+}
+
+
+def position_limit(model_config, tokenizer=None) -> int | None:
+    """The most tokens one input may have for this model, or None when positions are not bounded."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or getattr(model_config, "position_biased_input", True) is False:
+        return None  # no absolute position table (DeBERTa-v3's relative positions)
+    if getattr(model_config, "model_type", "") in _POSITIONS_AFTER_PADDING:
+        pad = getattr(model_config, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(tokenizer, "pad_token_id", None) or 1
+        limit -= pad + 1
+    return limit
+
+
+def check_max_length(model_config, tokenizer, max_length: int, where: str = "encoding.max_length") -> None:
+    """Refuse a window longer than the model's positions: it would crash on the first long input.
+
+    ``where`` names the setting in the message (the config key, or a saved model's tuneforge.json).
+    """
+    limit = position_limit(model_config, tokenizer)
+    if limit is not None and max_length > limit:
+        name = getattr(model_config, "_name_or_path", "") or getattr(model_config, "model_type", "the model")
         raise ConfigError(
-            f"model.name_or_path: cannot load {path!r} ({str(exc).splitlines()[0]}); "
-            "give a local model folder or a hub name reachable from this machine"
-        ) from None
+            f"{where}: {max_length} tokens do not fit the model's {limit} positions ({name}); "
+            f"set encoding.max_length to {limit} or less (longer inputs are read in windows)"
+        )
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
@@ -102,7 +170,10 @@ def _load_with_head(auto_class, name_or_path, labels, revision, trust_remote_cod
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
+        check_model_source(path)
         model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    except OSError as exc:
+        raise _cannot_load(path, exc) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     if labels is not None and announce_new_head and info.get("missing_keys"):

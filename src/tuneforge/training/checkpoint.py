@@ -11,12 +11,15 @@ checkpoint or the new one.
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import TuneforgeError
 from ..methods.base import trainable_tensors
 from ..paths import atomic_dir, recover_dir
 
@@ -63,6 +66,18 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, cal
         (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
 
 
+def _read(path: Path, reader):
+    """``reader(path)``; a damaged or tampered file is one error naming it, not a traceback."""
+    try:
+        return reader(path)
+    except (SafetensorError, pickle.UnpicklingError, EOFError, OSError, RuntimeError, ValueError) as exc:
+        # RuntimeError: torch's zip reader on a cut file; UnpicklingError: weights_only refused a global
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TuneforgeError(
+            f"{path}: damaged checkpoint file ({why}); delete {path.parent} to restart the run from scratch"
+        ) from None
+
+
 def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> dict | None:
     """Restore everything in place and return the loop state; None if there is no checkpoint.
 
@@ -71,22 +86,26 @@ def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> dict | None:
     folder = recover_dir(Path(run_dir) / CHECKPOINT_DIR)
     if folder is None or not (folder / "state.json").exists():
         return None
-    weights = load_file(str(folder / "trainable.safetensors"))
+    weights = _read(folder / "trainable.safetensors", lambda p: load_file(str(p)))
     missing = set(weights) - set(model.state_dict())
     if missing:
-        raise RuntimeError(f"checkpoint in {folder} does not match the model (unexpected {sorted(missing)[:3]})")
+        raise TuneforgeError(
+            f"{folder}: the checkpoint does not match the model (unexpected {sorted(missing)[:3]}); "
+            "resume with the config the run started with"
+        )
     model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    rng = load_file(str(folder / "rng.safetensors"))
+    optimizer.load_state_dict(_read(folder / "optimizer.pt", lambda p: torch.load(p, weights_only=True)))
+    scheduler.load_state_dict(_read(folder / "scheduler.pt", lambda p: torch.load(p, weights_only=True)))
+    rng = _read(folder / "rng.safetensors", lambda p: load_file(str(p)))
     torch.set_rng_state(rng["torch"])
     if torch.cuda.is_available():
         states = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda"))]
         if states:
             torch.cuda.set_rng_state_all(states)
-    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    state = _read(folder / "state.json", lambda p: json.loads(p.read_text(encoding="utf-8")))
     version, py_state, gauss = state.pop("python_rng")
     random.setstate((version, tuple(py_state), gauss))
-    tensors = load_file(str(folder / "callbacks.safetensors")) if (folder / "callbacks.safetensors").exists() else {}
+    extra = folder / "callbacks.safetensors"
+    tensors = _read(extra, lambda p: load_file(str(p))) if extra.exists() else {}
     state["callbacks"] = _join_callback_state(state.get("callbacks") or {}, tensors)
     return state
