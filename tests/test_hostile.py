@@ -415,3 +415,39 @@ def test_no_too_long_warning_where_tuneforge_windows(tiny_tokenizer, monkeypatch
     assert stats.split_examples == 1 and len(windows) > 2
     assert stats.describe() == f"2 examples -> {len(windows)} windows; 1 long examples split into overlapping windows"
     assert not [m for m in messages if "indexing errors" in m]
+
+
+def _without_cjk_fonts_in_matplotlibs_list(monkeypatch, request):
+    """What a process sees whose matplotlib font cache was built before the CJK font was installed."""
+    from matplotlib import font_manager
+
+    from tuneforge.evaluation.plots import CJK_FONTS
+
+    manager = font_manager.fontManager
+    monkeypatch.setattr(manager, "ttflist", [f for f in manager.ttflist if f.name not in CJK_FONTS])
+    manager._findfont_cached.cache_clear()
+    request.addfinalizer(manager._findfont_cached.cache_clear)
+
+
+def test_chinese_labels_in_plots_find_an_installed_cjk_font(tmp_path, monkeypatch, request, recwarn):
+    from tuneforge.evaluation.plots import cjk_fonts, save_confusion_matrix_png
+
+    if not cjk_fonts():
+        pytest.skip("no CJK font on this machine (make test installs fonts-noto-cjk where it can)")
+    _without_cjk_fonts_in_matplotlibs_list(monkeypatch, request)
+    save_confusion_matrix_png([[3, 1], [0, 2]], ["正面", "负面"], tmp_path / "c.png", title="测试")
+    missing = [str(w.message) for w in recwarn if "missing from font" in str(w.message)]
+    assert missing == [] and (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_without_any_cjk_font_the_plot_says_so_once(tmp_path, monkeypatch, request, recwarn, capsys):
+    from matplotlib import font_manager
+
+    from tuneforge.evaluation.plots import save_confusion_matrix_png
+
+    _without_cjk_fonts_in_matplotlibs_list(monkeypatch, request)
+    monkeypatch.setattr(font_manager, "findSystemFonts", lambda *a, **k: [])
+    save_confusion_matrix_png([[3, 1], [0, 2]], ["正面", "负面"], tmp_path / "c.png")
+    assert [w for w in recwarn if "missing from font" in str(w.message)] == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("note: no CJK font installed")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -20,13 +22,48 @@ def save_confusion_matrix_png(matrix: Sequence[Sequence[int]], labels: Sequence[
     size = max(3.0, 0.6 * len(labels) + 1.5)
     # Chinese/Japanese label names need a CJK font; matplotlib falls back along this list glyph by glyph
     fonts = {"font.sans-serif": CJK_FONTS + list(matplotlib.rcParams["font.sans-serif"])}
-    with matplotlib.rc_context(fonts):
+    needs_cjk = any(_is_cjk(ch) for text in [*labels, title] for ch in str(text))
+    with matplotlib.rc_context(fonts), warnings.catch_warnings():
+        if needs_cjk and not cjk_fonts():
+            warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # said once, below
+            print(f"note: no CJK font installed, so the CJK label names in {path} show as boxes "
+                  "(install one, e.g. apt-get install fonts-noto-cjk)", file=sys.stderr)
         _draw(plt, np, counts, labels, path, title, size)
 
 
 # tried in order for label names; whichever is installed first wins, DejaVu Sans (Latin) stays last
 CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei",
              "Microsoft YaHei", "PingFang SC"]
+# file names of those fonts, for finding them when matplotlib's font cache predates their install
+_CJK_FILE_HINTS = ("notosanscjk", "notoserifcjk", "sourcehansans", "wqy", "simhei", "msyh", "pingfang")
+
+
+def _is_cjk(ch: str) -> bool:
+    code = ord(ch)
+    return 0x2E80 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x3FFFF
+
+
+def cjk_fonts() -> list[str]:
+    """The fonts of :data:`CJK_FONTS` matplotlib can use, registering installed ones it has not seen.
+
+    matplotlib lists the system's fonts once, in a cache (``~/.cache/matplotlib``); a font
+    installed after that (``apt-get install fonts-noto-cjk`` on a machine that already plotted)
+    is missing from the list until it is added here.
+    """
+    from matplotlib import font_manager
+
+    def known() -> list[str]:
+        names = {font.name for font in font_manager.fontManager.ttflist}
+        return [name for name in CJK_FONTS if name in names]
+
+    if not known():
+        for path in font_manager.findSystemFonts():
+            if any(hint in Path(path).name.lower().replace("-", "") for hint in _CJK_FILE_HINTS):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):
+                    continue  # an unreadable font file: try the next
+    return known()
 
 
 def _draw(plt, np, counts, labels, path, title, size) -> None:
