@@ -451,3 +451,105 @@ def test_without_any_cjk_font_the_plot_says_so_once(tmp_path, monkeypatch, reque
     assert [w for w in recwarn if "missing from font" in str(w.message)] == []
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("note: no CJK font installed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzz: malformed data files and configs end in one line and exit 2, or in a right result
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+TAGS = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "M-PER", "W-LOC", "L-LOC", "U-LOC", "B-LOC", "I-LOC", "PER",
+        "B-", "X-PER", "b-per", "B_ORG", "-", "O O"]
+WORDS = ["john", "北", "a b", "-DOCSTART-", "\u200b", "x\x00y", "ö", ""]
+token_line = st.tuples(st.sampled_from(WORDS), st.sampled_from(["\t", " ", "  ", "\t\t"]), st.sampled_from(TAGS))
+data_file = st.tuples(
+    st.lists(st.one_of(token_line, st.just(None)), min_size=0, max_size=12),  # None: a blank line
+    st.sampled_from(["\n", "\r\n", "\r"]),
+    st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff"]),  # nothing, a BOM, a byte that is not UTF-8
+)
+
+
+def _input_types(tags: list[str]) -> set[str]:
+    return {t[2:] if len(t) > 2 and t[1] in "-_" else t for t in tags}
+
+
+@FUZZ
+@given(data_file)
+def test_fuzz_data_check_exits_2_with_one_line_or_reads_only_labels_it_was_given(tmp_path_factory, capsys, case):
+    lines, newline, prefix = case
+    text = newline.join("" if line is None else f"{line[0]}{line[1]}{line[2]}" for line in lines) + newline
+    path = tmp_path_factory.mktemp("fuzz") / "data.conll"
+    path.write_bytes(prefix + text.encode("utf-8"))
+    code = main(["data", "check", str(path)])
+    out, err = capsys.readouterr()
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+        return
+    assert code == 0 and err == ""
+    labels = out.strip().splitlines()[-1].removeprefix("labels: ").split(", ")
+    given_tags = [line[2] for line in lines if line is not None]
+    # every label is IOB2, of an entity type the file named: none invented (B-M-PER, B-X-PER...)
+    assert all(label == "O" or (label[:2] in ("B-", "I-") and label[2:] in _input_types(given_tags)) for label in labels)
+
+
+KEYS = ["training.epochs", "training.batch_size", "training.learning_rate", "training.warmup_ratio",
+        "training.max_grad_norm", "training.seed", "training.precision", "encoding.max_length", "encoding.stride",
+        "data.split", "data.scheme", "data.tag_column", "method.name", "method.r", "task.type", "task.decode",
+        "output_dir", "model", "training", "nonsense.key", "training.epochz"]
+VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["", "x", "IOB2", "BMES", "lora", "1e-3", "[", "{a"]),
+    st.lists(st.floats(min_value=-1, max_value=2), max_size=4), st.dictionaries(st.sampled_from(["a", "r"]), st.integers(), max_size=2),
+)
+TEXT_DAMAGE = st.sampled_from(["none", "duplicate-line", "drop-char", "bad-byte", "tab-indent"])
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(KEYS), VALUES), min_size=1, max_size=3), TEXT_DAMAGE, st.integers(0, 400))
+def test_fuzz_configs_are_valid_or_one_line_errors(tmp_path_factory, settings_to_break, damage, where):
+    from tuneforge.config import _set_dotted
+
+    tree = {"model": {"name_or_path": "m"}, "data": {"train": "t.conll"}, "training": {"epochs": 1}}
+    for key, value in settings_to_break:
+        try:
+            _set_dotted(tree, key, value)
+        except ConfigError:
+            pass  # a value set on a key whose section is already a plain value
+    text = yaml.safe_dump(tree, allow_unicode=True).encode("utf-8")
+    lines = text.split(b"\n")
+    at = where % max(len(text), 1)
+    if damage == "duplicate-line":
+        lines.insert(where % len(lines), lines[where % len(lines)])
+        text = b"\n".join(lines)
+    elif damage == "drop-char":
+        text = text[:at] + text[at + 1:]
+    elif damage == "bad-byte":
+        text = text[:at] + b"\xfe" + text[at:]
+    elif damage == "tab-indent":
+        text = text.replace(b"  ", b"\t", 1)
+    path = tmp_path_factory.mktemp("fuzz") / "config.yaml"
+    path.write_bytes(text)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc)
+        return
+    import math
+
+    for section in (cfg.training, cfg.encoding):
+        for value in section.model_dump().values():
+            assert not isinstance(value, float) or math.isfinite(value)
+
+
+@FUZZ
+@given(st.text(max_size=40))
+def test_fuzz_set_pairs_are_valid_or_one_line_errors(pair):
+    from tuneforge.config import config_from_dict
+
+    tree = {"model": {"name_or_path": "m"}, "data": {"train": "t.conll"}}
+    try:
+        config_from_dict(tree, overrides=[pair])
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc)
