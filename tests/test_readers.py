@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -277,5 +278,13 @@ def test_an_unreadable_data_file_is_one_error(tmp_path, monkeypatch):
 
     # tests run as root, where chmod 000 still reads: refuse the open itself
     monkeypatch.setattr(readers, "open", refuse, raising=False)
+    with pytest.raises(DataError, match=r"a.conll: cannot open \(Permission denied\)"):
+        read_conll(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode; the test above covers the path")
+def test_a_data_file_without_read_permission(tmp_path):
+    path = write(tmp_path, "a.conll", "John\tB-PER\n")
+    path.chmod(0)
     with pytest.raises(DataError, match=r"a.conll: cannot open \(Permission denied\)"):
         read_conll(path)
