@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except TuneforgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # one line whatever the message quotes (a file name or value with a line break in it)
+        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; `tuneforge train CONFIG --resume` continues from the last checkpoint", file=sys.stderr)

@@ -281,6 +281,8 @@ class Config(_Strict):
         if isinstance(method, dict) and "name" not in method:
             tree = dict(tree, method={"name": "full", **method})  # no name: full fine-tuning, as before
         name = method.get("name", "full") if isinstance(method, dict) else getattr(method, "name", "full")
+        if not isinstance(name, str):
+            return tree  # not a method name at all: validation reports 'method.name'
         from .methods import method_training_defaults
 
         defaults = method_training_defaults(name)
@@ -342,7 +344,7 @@ def _error_key(err: dict) -> str:
 
 
 def _describe_error(err: dict, key: str, task_type: str) -> str:
-    shown = key or "(top level)"
+    shown = _printable(key) or "(top level)"
     if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
         return f"bad value for '{shown}.name': choose one of {', '.join(METHOD_NAMES)}"
     if err["type"] == "extra_forbidden":
@@ -380,7 +382,7 @@ def _origin(key: str, source: str, overrides: dict[str, str] | None) -> str:
     origin = source
     for set_key, pair in (overrides or {}).items():
         if key and (key == set_key or key.startswith(set_key + ".") or set_key.startswith(key + ".")):
-            origin = f"--set {pair}"
+            origin = _shown_set(pair)
     return origin
 
 
@@ -428,9 +430,19 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: '{part}' is not a section")
+            raise ConfigError(f"{_shown_set(dotted)}: '{part}' is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def _printable(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped: an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _shown_set(pair: str) -> str:
+    """``--set KEY=VALUE`` as the user typed it (control characters escaped)."""
+    return f"--set {_printable(pair)}"
 
 
 def _split_override(pair: str) -> tuple[str, str]:
@@ -445,7 +457,7 @@ def parse_overrides(pairs: list[str] | None) -> dict:
     tree: dict = {}
     for pair in pairs or []:
         key, raw = _split_override(pair)
-        _set_dotted(tree, key, _load_yaml(raw, f"--set {pair}") if raw != "" else "")
+        _set_dotted(tree, key, _load_yaml(raw, _shown_set(pair)) if raw != "" else "")
     return tree
 
 
@@ -466,7 +478,7 @@ def config_from_dict(tree: dict, source: str = "config", overrides: list[str] | 
     tree = _merge(tree, parse_overrides(overrides))
     origins = {_split_override(pair)[0]: pair for pair in overrides or []}
     task_type = _task_type(tree)
-    if task_type not in REGISTRY:
+    if not isinstance(task_type, str) or task_type not in REGISTRY:
         raise ConfigError(
             f"{_origin('task.type', source, origins)}: bad value for 'task.type': {task_type!r}; "
             f"choose one of {', '.join(REGISTRY)}"
