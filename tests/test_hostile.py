@@ -359,7 +359,6 @@ def test_a_saved_window_longer_than_the_model_is_refused_at_load(trained_run, tm
     assert line.endswith("set encoding.max_length to 128 or less (longer inputs are read in windows)")
 
 
-@pytest.mark.xfail(strict=True, reason="wiring: driver.train_run calls models.check_max_length(model.config, tokenizer, cfg.encoding.max_length)")
 def test_a_window_longer_than_the_model_is_refused_before_training(tiny_bert, ner_files, tmp_path):
     from tuneforge.api import train
 
@@ -369,7 +368,6 @@ def test_a_window_longer_than_the_model_is_refused_before_training(tiny_bert, ne
         train(cfg)
 
 
-@pytest.mark.xfail(strict=True, reason="wiring: the task's prepare_data calls readers.check_trainable_labels(train)")
 def test_a_training_set_of_only_o_is_refused_before_training(tiny_bert, ner_files, tmp_path):
     from tuneforge.api import train
     from tuneforge.errors import DataError

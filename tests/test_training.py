@@ -166,11 +166,78 @@ def test_resume_after_kill_9(tiny_bert, ner_files, tmp_path):
     assert resumed.metrics["test"] == reference.metrics["test"]
 
 
-def test_refuses_to_overwrite_a_run_without_flag(tiny_bert, ner_files, tmp_path):
+def test_refuses_to_overwrite_a_run_without_flag(overfit_run, tmp_path):
+    saved = yaml.safe_load((overfit_run.run_dir / "config.yaml").read_text())
+    with pytest.raises(tuneforge.TuneforgeError, match="holds a finished run; pass --resume .* --overwrite"):
+        train(saved)
+
+
+def test_never_deletes_a_folder_that_is_not_a_run(tiny_bert, ner_files, tmp_path):
+    # output_dir pointed at the folder holding the training data: refused, even with --overwrite
+    cfg = tiny_config(tiny_bert, ner_files, ner_files, epochs=1)
+    for overwrite in (False, True):
+        with pytest.raises(tuneforge.TuneforgeError, match="not a tuneforge run folder; tuneforge never deletes"):
+            train(cfg, overwrite=overwrite)
+    assert sorted(p.name for p in ner_files.iterdir()) == ["dev.conll", "test.conll", "train.conll"]
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_is_ready(overfit_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(overfit_run.run_dir, run)
+    before = (run / "model" / "model.safetensors").read_bytes()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["output_dir"] = str(run)
+    bad = dict(cfg, data=dict(cfg["data"], train=str(tmp_path / "typo.conll")))
+    with pytest.raises(tuneforge.TuneforgeError, match="typo.conll"):
+        train(bad, overwrite=True)  # a typo in the data path ...
+    assert (run / "model" / "model.safetensors").read_bytes() == before  # ... destroys nothing
+
+    def crash(step):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(dict(cfg, training=dict(cfg["training"], epochs=2)), overwrite=True, callbacks=[StepFunction(crash)])
+    assert (run / "model" / "model.safetensors").read_bytes() == before  # interrupted: the old run stands
+    result = train(dict(cfg, training=dict(cfg["training"], epochs=2)), overwrite=True)
+    assert result.run_dir == run and result.metrics["epochs_run"] == 2
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run")) == [".run.lock"]
+
+
+def test_a_failed_start_does_not_block_the_rerun_and_resume_names_the_changed_key(tiny_bert, ner_files, tmp_path):
+    cfg = tiny_config(tiny_bert, ner_files, tmp_path / "run", epochs=1)
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "something").write_text("x")
-    with pytest.raises(tuneforge.TuneforgeError, match="not empty"):
-        train(tiny_config(tiny_bert, ner_files, tmp_path / "run", epochs=1))
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(cfg))  # what an earlier failed start left
+    assert train(cfg).metrics["epochs_run"] == 1  # no "not empty" refusal
+
+    def stop(step):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    cfg3 = dict(cfg, training=dict(cfg["training"], epochs=3, checkpoint_every_steps=1),
+                output_dir=str(tmp_path / "run3"))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg3, callbacks=[StepFunction(stop)])
+    changed = dict(cfg3, training=dict(cfg3["training"], learning_rate=1e-3))
+    with pytest.raises(tuneforge.ConfigError, match=r"differs .*: training.learning_rate: 0.005 in the run, 0.001 now"):
+        train(changed, resume=True)
+
+
+def test_two_runs_into_one_folder_at_once_are_refused(tiny_bert, ner_files, tmp_path):
+    from tuneforge.run_folder import locked
+
+    cfg = tiny_config(tiny_bert, ner_files, tmp_path / "run", epochs=1)
+    with locked(tmp_path / "run"):  # as a running process holds it
+        probe = subprocess.run(
+            [sys.executable, "-c", "import sys, tuneforge; tuneforge.train(dict(%r), overwrite=True)" % cfg],
+            capture_output=True, text=True,
+        )
+    assert probe.returncode != 0 and "another tuneforge run is writing this folder (pid " in probe.stderr
+    assert not (tmp_path / "run").exists()
+    assert train(cfg).metrics["epochs_run"] == 1  # the lock is gone with its holder
 
 
 def test_viterbi_never_emits_invalid_iob2():

@@ -28,9 +28,10 @@ from typing import Sequence
 import torch
 
 from .artifacts import MODEL_DIR, load_predictor, save_model
-from .config import Config, TrainingConfig, load_config
-from .errors import ConfigError, TuneforgeError
+from .config import Config, TrainingConfig
+from . import run_folder
 from .methods import count_parameters, get_method
+from .models import check_max_length
 from .paths import atomic_write_bytes, atomic_write_text
 from .tasks import Task, make_task
 from .training.callbacks import Callback
@@ -63,24 +64,29 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
               callbacks: Sequence[Callback] = ()) -> RunResult:
     """Train as ``cfg`` says into ``cfg.output_dir``; returns the run folder and its metrics."""
     run_dir = Path(cfg.output_dir)
-    if resume and (run_dir / "config.yaml").exists():
-        saved = load_config(run_dir / "config.yaml")
-        if saved.model_dump(exclude={"output_dir"}) != cfg.model_dump(exclude={"output_dir"}):
-            raise ConfigError(
-                f"{run_dir / 'config.yaml'}: the config differs from the one this run started with; "
-                "resume with the same config or start a new output_dir"
-            )
-    _prepare_run_dir(run_dir, resume, overwrite)
-    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    with run_folder.locked(run_dir):
+        if resume:
+            run_folder.check_resumable_config(run_dir, cfg)
+        # an --overwrite run trains beside the old one and replaces it only when it has finished
+        target, _ = run_folder.plan(run_dir, resume, overwrite)
+        result = _train_into(cfg, target, resume, callbacks)
+        run_folder.commit(target, run_dir)
+    return RunResult(run_dir=run_dir, metrics=result)
 
+
+def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Callback]) -> dict:
+    """Everything is checked (data, labels, model, window size) before the first file is written."""
     task = make_task(cfg)
     data = task.prepare_data()
     torch.manual_seed(cfg.training.seed)  # the new head's initialisation is part of the seed's promise
     tokenizer = task.load_tokenizer()
     model = task.build_model(data.labels)
+    check_max_length(model.config, tokenizer, cfg.encoding.max_length)  # before a long input crashes training
     method = get_method(cfg.method.name)
     model = method.prepare(model, cfg.method)
     trainable, total = count_parameters(model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
 
     items, lengths, stats = task.encode(tokenizer, data.splits["train"], data.labels)
     data.report["encoding"] = stats.describe()
@@ -124,28 +130,12 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False))
     atomic_write_text(run_dir / "report.txt", "\n".join(report_parts))
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    return RunResult(run_dir=run_dir, metrics=metrics)
+    return metrics
 
 
 def method_meta(cfg: Config) -> dict:
     """What a saved model needs to be rebuilt when its method stores only what changed."""
     return {"base_model": cfg.model.model_dump(mode="json"), "method_config": cfg.method.model_dump(mode="json")}
-
-
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif resume:
-            if (run_dir / "metrics.json").exists() and not (run_dir / CHECKPOINT_DIR).exists():
-                raise TuneforgeError(f"{run_dir}: this run already finished; nothing to resume")
-            return
-        else:
-            raise TuneforgeError(
-                f"{run_dir}: output folder is not empty; pass --resume to continue it, "
-                "--overwrite to replace it, or set output_dir to a new folder"
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _run_metrics(cfg: Config, method: str, trainable: int, total: int, result: LoopResult, data_report: dict) -> dict:

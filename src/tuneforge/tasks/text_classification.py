@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from ..config import DataConfig, EncodingConfig, TaskOptions
 from ..data.encode import SequenceCollator, encode_texts, sorted_batches
-from ..data.readers import TextExample, check_known_labels, detect_text_format, read_text_file
+from ..data.readers import TextExample, check_known_labels, check_trainable_labels, detect_text_format, read_text_file
 from ..errors import ConfigError, TuneforgeError
 from ..evaluation.metrics import format_classification_report, multi_label_scores, single_label_scores
 from ..models import load_sequence_classifier
@@ -324,11 +324,7 @@ class TextClassification(Task):
         return label_list(train)
 
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
-        if len(labels) < 2 and not self.cfg.task.multi_label:
-            raise TuneforgeError(
-                f"{report['train_file']}: the training data has {len(labels)} label(s) ({', '.join(labels)}); "
-                "a classifier needs at least two"
-            )
+        check_trainable_labels(splits["train"], self.cfg.task.multi_label)
         for name in ("dev", "test"):
             check_known_labels(splits[name], labels)
 

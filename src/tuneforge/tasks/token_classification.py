@@ -18,6 +18,7 @@ from ..data.encode import Collator, Window, encode_examples, sorted_batches
 from ..data.readers import (
     TokenExample,
     check_known_tags,
+    check_trainable_labels,
     detect_format,
     detect_text_format,
     examples_from_texts,
@@ -358,6 +359,7 @@ class TokenClassification(Task):
         return label_list(train)
 
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
+        check_trainable_labels(splits["train"])
         for name in ("dev", "test"):
             check_known_tags(splits[name], labels)
 
