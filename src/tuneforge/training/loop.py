@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from contextlib import nullcontext
 import resource
 import time
 from dataclasses import dataclass, field
@@ -83,6 +84,13 @@ def resolve_precision(precision: str, device: torch.device, phase: str = "traini
     if precision != "auto":
         return precision
     return AUTO_PRECISION[(hardware_kind(device), phase)]
+
+
+def autocast_context(device: torch.device, precision: str):
+    """bf16 autocast on ``device`` for ``precision == "bf16"``, else nothing (training and inference)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def build_optimizer(model, cfg: TrainingConfig) -> torch.optim.Optimizer:
@@ -159,7 +167,10 @@ def train_loop(
         print("warning: training.precision bf16 on a CPU without AVX512-BF16/AMX runs emulated and slow")
     trackers = make_trackers(cfg.report_to, run_dir)
     accelerator = Accelerator(
-        mixed_precision="bf16" if precision == "bf16" else "no",
+        # bf16 autocast is applied by the loop itself (task_loss below), not through accelerate: its
+        # state is a process-wide singleton that refuses a second run with another precision
+        # (a notebook, `compare --in-process`, the test suite).
+        mixed_precision="no",
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,
         log_with=trackers or None,
@@ -192,10 +203,11 @@ def train_loop(
             )
 
     def task_loss(batch: dict):
-        if compute_loss is not None:
-            return compute_loss(model, batch)
-        outputs = model(**batch)
-        return outputs.loss, outputs
+        with autocast_context(accelerator.device, precision):
+            if compute_loss is not None:
+                return compute_loss(model, batch)
+            outputs = model(**batch)
+            return outputs.loss, outputs
 
     ctx = LoopContext(model=model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator, cfg=cfg,
                       state=state, compute_loss=task_loss, run_dir=run_dir)
