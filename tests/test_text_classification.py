@@ -128,7 +128,7 @@ def test_save_load_round_trip_and_plain_transformers(single_label_run):
 
     result, _ = single_label_run
     folder = result.run_dir / "model"
-    ours = tuneforge.load(result.run_dir)
+    ours = tuneforge.load(result.run_dir, precision="fp32")  # parity with plain transformers' fp32 pipeline
     plain = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     batch = tokenizer(["mary visited paris today", "he said the city was new"], return_tensors="pt", padding=True)

@@ -43,32 +43,33 @@ def train(
     return train_run(_as_config(config, overrides), resume=resume, overwrite=overwrite, callbacks=callbacks)
 
 
-def load(run: str | Path, device: str | None = None, precision: str = "auto") -> Predictor:
+def load(run: str | Path, device: str | None = None, precision: str = "auto", engine: str = "torch") -> Predictor:
     """The trained model of a run, as its task's predictor (``TokenClassifier``, ``TextClassifier``...).
 
-    ``precision``: ``auto`` (bf16 on bf16 GPUs, else fp32), ``fp32``, ``bf16`` (autocast) or ``int8``
-    (dynamic int8 quantisation of the linear layers, CPU only).
+    ``precision``: ``auto`` (the measured best for the hardware), ``fp32``, ``bf16`` (autocast) or
+    ``int8`` (dynamic int8 linear layers, CPU only). ``engine``: ``torch`` or ``onnx`` (ONNX Runtime).
     """
-    return load_predictor(run, device, precision)
+    return load_predictor(run, device, precision, engine)
 
 
-def predict(run: str | Path, inputs, batch_size: int = 64, precision: str = "auto") -> list[dict]:
+def predict(run: str | Path, inputs, batch_size: int = 64, precision: str = "auto", engine: str = "torch") -> list[dict]:
     """``load(run).predict(inputs)``: raw texts, pre-split word lists or examples, as the task takes them."""
-    return load(run, precision=precision).predict(inputs, batch_size)
+    return load(run, precision=precision, engine=engine).predict(inputs, batch_size)
 
 
 def evaluate(
     run: str | Path | Predictor, data: str | Path, format: str = "auto", batch_size: int = 64,
-    precision: str = "auto", **read_options,
+    precision: str = "auto", engine: str = "torch", **read_options,
 ) -> tuple[dict, str]:
     """Score a trained run (or an already loaded predictor) on a labelled file; returns (metrics, report).
 
     ``read_options`` are the task's file options (``tag_column``, ``scheme`` for NER; ``text_column``,
     ``label_column``... for classifiers); unset ones default to what the model was trained with.
     """
-    predictor = run if isinstance(run, Predictor) else load(run, precision=precision)
+    predictor = run if isinstance(run, Predictor) else load(run, precision=precision, engine=engine)
     examples = predictor.read(data, format, True, **check_read_options(predictor, read_options))
     started = time.perf_counter()
     metrics, report, _ = predictor.evaluate_examples(examples, batch_size)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
+    metrics["runtime"] = dict(predictor.runtime)
     return metrics, report

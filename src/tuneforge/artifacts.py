@@ -153,20 +153,46 @@ def _task_of(folder: Path, meta: dict):
     return REGISTRY[name]
 
 
-def load_predictor(run: str | Path, device: str | None = None, precision: str = "auto"):
+ENGINES = ("torch", "onnx")
+
+
+def load_predictor(run: str | Path, device: str | None = None, precision: str = "auto", engine: str = "torch"):
     """The trained model of a run as its task's predictor (``tuneforge.load``).
 
-    ``precision``: ``auto`` (bf16 on bf16 GPUs, else fp32), ``fp32``, ``bf16`` (autocast) or ``int8``
-    (dynamic int8 quantisation of the linear layers, CPU only).
+    ``precision``: ``auto`` (the measured best for the hardware: ``training.loop.AUTO_PRECISION``),
+    ``fp32``, ``bf16`` (autocast) or ``int8`` (dynamic int8 linear layers, CPU only).
+    ``engine``: ``torch``, or ``onnx`` (ONNX Runtime on the CPU, fp32 or int8; the model is exported
+    into ``RUN/onnx/`` on first use). A folder written by ``export --onnx`` always runs on ONNX Runtime.
+    ``predictor.runtime`` says what runs: ``{"engine": ..., "precision": ...}``.
     """
+    from .tasks import get_task
+
+    if engine not in ENGINES:
+        raise TuneforgeError(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
+    folder = find_model_folder(run)
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    if engine == "onnx" or meta.get("engine") == "onnx":
+        from transformers import AutoTokenizer
+
+        from .onnx_engine import OnnxModel, onnx_folder_for
+
+        if precision not in ("auto", "fp32", "int8"):
+            raise TuneforgeError(f"--precision {precision}: the onnx engine runs fp32 or int8")
+        folder = onnx_folder_for(run)
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        model = OnnxModel(folder, int8=precision == "int8")
+        predictor = get_task(_task_of(folder, meta).name).Predictor(model, AutoTokenizer.from_pretrained(folder), meta,
+                                                                    "fp32")
+        predictor.runtime = {"engine": "onnx", "precision": "int8" if precision == "int8" else "fp32"}
+        return predictor
     from .models import quantize_for_inference
 
     model, tokenizer, meta = load_model(run, device)
     if precision == "int8":
-        model, precision = quantize_for_inference(model), "fp32"
-    from .tasks import get_task
-
-    return get_task(meta["task"]).Predictor(model, tokenizer, meta, precision)
+        model = quantize_for_inference(model)
+    predictor = get_task(meta["task"]).Predictor(model, tokenizer, meta, "fp32" if precision == "int8" else precision)
+    predictor.runtime = {"engine": "torch", "precision": "int8" if precision == "int8" else predictor.precision}
+    return predictor
 
 
 def weights_size_bytes(run: str | Path) -> int:

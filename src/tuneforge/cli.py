@@ -24,8 +24,11 @@ def _cmd_train(args) -> int:
 
 def _add_precision(p) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
-                   help="auto: bf16 on GPUs that support it, else fp32; bf16: autocast; "
-                        "int8: dynamic int8 linear layers (CPU; see benchmarks/RESULTS.md for speed and agreement)")
+                   help="auto: the measured best for this hardware (bf16 on GPUs with bf16 and CPUs with "
+                        "AVX512-BF16/AMX, else fp32); bf16: autocast; int8: dynamic int8 linear layers "
+                        "(CPU; see benchmarks/RESULTS.md for speed and agreement)")
+    p.add_argument("--engine", default="torch", choices=["torch", "onnx"],
+                   help="onnx: ONNX Runtime (CPU, fp32 or --precision int8), exported into RUN/onnx/ on first use")
 
 
 def _cmd_eval(args) -> int:
@@ -34,7 +37,7 @@ def _cmd_eval(args) -> int:
 
     if args.out:
         check_output_path(args.out, "--out")  # before the model is loaded and the data scored
-    predictor = api.load(args.run, precision=args.precision)
+    predictor = api.load(args.run, precision=args.precision, engine=args.engine)
     metrics, report = api.evaluate(
         predictor, args.data, format=args.format, batch_size=args.batch_size,
         tag_column=args.tag_column, text_column=args.text_column, text_pair_column=args.text_pair_column,
@@ -56,14 +59,16 @@ def _cmd_predict(args) -> int:
 
     if args.out:
         check_output_path(args.out, "--out")  # before the model is loaded and the inputs tagged
-    predictor = api.load(args.run, precision=args.precision)
+    predictor = api.load(args.run, precision=args.precision, engine=args.engine)
     if args.output_format not in predictor.output_formats:
         raise TuneforgeError(f"--output-format {args.output_format}: a {predictor.task_name.replace('_', ' ')} "
                              f"model writes {', '.join(predictor.output_formats)}")
     options = check_read_options(predictor, {"text_column": args.text_column, "text_pair_column": args.text_pair_column})
     examples = predictor.read_inputs(args.input, args.format, **options)
     results = predictor.predict(examples, batch_size=args.batch_size)
-    _write_output(predictor.format_output(results, args.output_format), args.out, predictor.describe_output(results))
+    runtime = ", ".join(f"{k} {v}" for k, v in predictor.runtime.items())
+    _write_output(predictor.format_output(results, args.output_format), args.out,
+                  f"{predictor.describe_output(results)}; {runtime}")
     return 0
 
 
@@ -77,6 +82,7 @@ def _write_output(text: str, out: str | None, what: str) -> None:
         print(f"wrote {what} to {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+        print(f"wrote {what}", file=sys.stderr)
 
 
 def _cmd_data_split(args) -> int:
@@ -153,11 +159,22 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .artifacts import export_merged
+    if args.merge == args.onnx:
+        raise TuneforgeError("export: pass --merge (a plain Hugging Face model) or --onnx (an ONNX Runtime model)")
+    if args.quantize and not args.onnx:
+        raise TuneforgeError("--quantize: only with --onnx")
     from .paths import check_output_path
 
-    if not args.merge:
-        raise TuneforgeError("export: pass --merge (fold the method into the base weights); it is the only export so far")
+    if args.onnx:
+        from .onnx_engine import export_onnx
+
+        if args.out:
+            check_output_path(args.out, "OUT", folder=True)
+        out = export_onnx(args.run, args.out, args.quantize)
+        print(f"wrote an ONNX model to {out} (tuneforge predict/eval/serve {out}; onnxruntime alone reads model.onnx)")
+        return 0
+    from .artifacts import export_merged
+
     check_output_path(args.out, "OUT", folder=True)
     out = export_merged(args.run, args.out)
     print(f"wrote a plain Hugging Face model to {out} (loads with transformers alone)")
@@ -235,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("out")
     p.add_argument("--merge", action="store_true", help="fold LoRA / IA3 / BitFit / freeze weights into the base model")
+    p.add_argument("--onnx", action="store_true", help="an ONNX model folder for ONNX Runtime (methods folded first)")
+    p.add_argument("--quantize", choices=["int8"], help="with --onnx: also write ONNX Runtime's dynamic int8 model")
     p.set_defaults(func=_cmd_export)
 
     data = sub.add_parser("data", help="inspect and split data files").add_subparsers(dest="data_command", required=True)

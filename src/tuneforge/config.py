@@ -134,7 +134,9 @@ class TrainingConfig(_Strict):
     early_stopping_patience: Optional[int] = Field(default=None, ge=1, description="epochs without dev gain")
     group_by_length: bool = True
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="auto: bf16 autocast on GPUs that support it, fp32 on CPU"
+        default="auto",
+        description="auto: the measured best per hardware (bf16 autocast on GPUs with bf16 and on CPUs with "
+                    "AVX512-BF16/AMX, else fp32; training.loop.AUTO_PRECISION)",
     )
     checkpoint_every_steps: Optional[int] = Field(
         default=None, ge=1, description="also checkpoint mid-epoch every N optimizer steps"

@@ -113,8 +113,10 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
     )
 
     # Final numbers come from the saved best model, read back from disk: what users will load.
-    predictor = load_predictor(run_dir)
+    # scored as users will predict: the default inference precision, unless the config pins one
+    predictor = load_predictor(run_dir, precision=cfg.training.precision)
     metrics = _run_metrics(cfg, method.name, trainable, total, result, data.report)
+    metrics["inference"] = dict(predictor.runtime)  # what scored dev/test (and what `predict` runs by default)
     metrics.update(task.final_metrics(predictor))
     report_parts = []
     for name in ("dev", "test"):

@@ -58,7 +58,9 @@ class Predictor:
         self.tokenizer = tokenizer
         self.meta = meta
         self.labels: list[str] = meta.get("labels", [])
-        self.precision = resolve_precision(precision, next(model.parameters()).device)
+        self.precision = resolve_precision(precision, next(model.parameters()).device, phase="inference")
+        # what runs, for metrics.json and predict's report (the loader sets it for int8 and onnx)
+        self.runtime = {"engine": "torch", "precision": self.precision}
 
     @property
     def task_name(self) -> str:

@@ -26,7 +26,7 @@ from ..evaluation.metrics import format_classification_report, multi_label_score
 from ..models import load_sequence_classifier
 from ..paths import atomic_write_text
 from .base import Predictor, Task, TaskData
-from .token_classification import autocast_context
+from ..training.loop import autocast_context
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # includes 0.5
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..errors import TuneforgeError
 from ..evaluation.metrics import entity_scores, extract_entities, format_entity_report, token_accuracy, token_report
 from ..models import is_causal_model, load_token_classifier
 from ..paths import atomic_write_text
+from ..training.loop import autocast_context
 from .base import Predictor, Task, TaskData
 
 
@@ -96,12 +96,6 @@ def decode(logprobs: np.ndarray, labels: Sequence[str], mode: str = "viterbi", m
 
 # ---------------------------------------------------------------------------------------------
 # Inference
-
-
-def autocast_context(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.inference_mode()
