@@ -114,7 +114,10 @@ def _guess_task(path: str, format: str) -> str:
     """``data perturb`` without --task: CoNLL is token data, CSV/TSV text data, JSONL by its first record."""
     from .data.readers import detect_text_format
 
-    fmt = detect_text_format(path) if format == "auto" else format
+    fmt = format
+    if fmt == "auto":
+        fmt = detect_text_format(path)
+        fmt = fmt if fmt in ("jsonl", "tsv") or Path(path).suffix.lower() == ".csv" else "conll"
     if fmt == "jsonl":
         with open(path, encoding="utf-8", errors="replace") as handle:
             first = next((line for line in handle if line.strip()), "{}")
@@ -157,12 +160,12 @@ def _cmd_data_perturb(args) -> int:
     return 0
 
 
-def _add_text_columns(p: argparse.ArgumentParser, labels: bool) -> None:
+def _add_text_columns(p: argparse.ArgumentParser, labels: bool, defaults: str = "as in training") -> None:
     """Text classifiers: column names (CSV/TSV) or keys (JSONL); default: those it was trained with."""
-    p.add_argument("--text-column", help="text classifiers: the text column (default: as in training)")
-    p.add_argument("--text-pair-column", help="text classifiers: the second text of a pair (default: as in training)")
+    p.add_argument("--text-column", help=f"text classifiers: the text column (default: {defaults})")
+    p.add_argument("--text-pair-column", help=f"text classifiers: the second text of a pair (default: {defaults})")
     if labels:
-        p.add_argument("--label-column", help="text classifiers: the label column (default: as in training)")
+        p.add_argument("--label-column", help=f"text classifiers: the label column (default: {defaults})")
 
 
 def _cmd_compare(args) -> int:
@@ -285,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the file holds (default: CoNLL and JSONL with tokens -> token, CSV/TSV/other JSONL -> text)")
     p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv"])
     p.add_argument("--tag-column", type=int, help="token data: the tag column of a CoNLL file (default: last)")
-    _add_text_columns(p, labels=True)
+    _add_text_columns(p, labels=True, defaults="text, label; no pair")
     p.add_argument("--multi-label", action="store_true", help="text data: several labels per text")
     p.set_defaults(func=_cmd_data_perturb)
     return parser
