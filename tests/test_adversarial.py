@@ -1,9 +1,8 @@
 """Adversarial training (``adversarial:`` fgm, pgd, rdrop) as callbacks on the one loop.
 
 FGM and PGD are checked step by step on a fixed batch against the same computation written out by
-hand with ``inputs_embeds``, for every supported architecture family (tiny models built here, the bundled
-MiniLM with its real weights) and
-through peft; PGD's perturbations are read off the embedding output and held to the epsilon ball.
+hand with ``inputs_embeds``, for every supported architecture family (tiny models built here, the
+bundled MiniLM with its real weights) and through peft; PGD's perturbations are read off the embedding output and held to the epsilon ball.
 Then whole runs: tiny models learn their set with every method, resume is exact, configs are checked.
 """
 
