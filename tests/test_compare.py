@@ -116,6 +116,10 @@ def test_compare_crosses_methods_with_adversarial_training_and_adds_robustness_c
     assert [m.run_dir.name for m in members] == ["full-seed7", "full+fgm-seed7", "full+rdrop-seed7"]
     assert [m.config.adversarial and m.config.adversarial.model_dump() for m in members] == [
         None, {"method": "fgm", "epsilon": 0.05, "weight": 1.0}, {"method": "rdrop", "weight": 1.0}]
+    # --set adversarial.* reaches the adversarial members only
+    _, overridden = plan_members(small(tiny_bert, ner_files, tmp_path / "c2"), ["full"], adversarial=["none", "pgd"],
+                                 overrides=["adversarial.epsilon=0.5"])
+    assert [m.config.adversarial and m.config.adversarial.epsilon for m in overridden] == [None, 0.5]
     with pytest.raises(ConfigError, match="--adversarial: give distinct names from none, fgm, pgd, rdrop"):
         plan_members(cfg, ["full"], adversarial=["fgm", "fgsm"])
 

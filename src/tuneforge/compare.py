@@ -56,6 +56,11 @@ ROBUSTNESS_FILE = "robustness.json"
 PLAIN = "none"  # the adversarial axis's name for plain training
 
 
+def member_label(method: str, adversarial: str | None) -> str:
+    """The row a member belongs to: ``lora``, or ``lora+fgm`` on the adversarial axis."""
+    return method if adversarial in (None, PLAIN) else f"{method}+{adversarial}"
+
+
 @dataclass
 class Member:
     method: str
@@ -65,8 +70,7 @@ class Member:
 
     @property
     def label(self) -> str:
-        """The row it belongs to: ``lora``, or ``lora+fgm`` on the adversarial axis."""
-        return self.method if self.adversarial in (None, PLAIN) else f"{self.method}+{self.adversarial}"
+        return member_label(self.method, self.adversarial)
 
     @property
     def run_dir(self) -> Path:
@@ -116,7 +120,8 @@ def plan_members(
     if seeds < 1:
         raise ConfigError("--seeds: give at least 1")
     tree = _base_tree(config)
-    base = config_from_dict(tree, overrides=overrides)
+    # on the adversarial axis each member brings its own block; --set adversarial.* is meant for those
+    base = config_from_dict(tree, overrides=list(overrides or []) + (["adversarial=null"] if adversarial else []))
     out_dir = Path(out or base.output_dir)
     if (out_dir / "config.yaml").exists():
         raise ConfigError(f"{out_dir}: this is a single run's folder; give compare its own folder with --out")
@@ -139,11 +144,10 @@ def plan_members(
                     member["adversarial"] = own if own.get("method") == adv else {"method": adv}
                     if adv == PLAIN:
                         extra.append("adversarial=null")  # after --set adversarial.* meant for the others
-                planned = Member(name, seed, None, adv)  # type: ignore[arg-type]
-                extra.append(f"output_dir={out_dir / f'{planned.label}-seed{seed}'}")
-                planned.config = config_from_dict(member, source=f"compare member {planned.label}",
-                                                  overrides=list(overrides or []) + extra)
-                members.append(planned)
+                label = member_label(name, adv)
+                extra.append(f"output_dir={out_dir / f'{label}-seed{seed}'}")
+                members.append(Member(name, seed, config_from_dict(member, source=f"compare member {label}",
+                                                                   overrides=list(overrides or []) + extra), adv))
     return out_dir, members
 
 
