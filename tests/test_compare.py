@@ -106,3 +106,33 @@ def test_export_merge_cli_and_bad_methods(tiny_bert, ner_files, tmp_path, capsys
     assert plan_members(small(tiny_bert, ner_files, tmp_path / "run"), ["full"], out=tmp_path / "c")[0] == tmp_path / "c"
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
     assert "--merge" in capsys.readouterr().err
+
+
+def test_compare_crosses_methods_with_adversarial_training_and_adds_robustness_columns(tiny_bert, ner_files, tmp_path):
+    cfg = small(tiny_bert, ner_files, tmp_path / "cmp")
+    cfg["adversarial"] = {"method": "fgm", "epsilon": 0.05}  # the fgm members keep the config's own block
+    out, members = plan_members(cfg, ["full"], seeds=1, adversarial=["none", "fgm", "rdrop"],
+                                overrides=["training.epochs=1"])
+    assert [m.run_dir.name for m in members] == ["full-seed7", "full+fgm-seed7", "full+rdrop-seed7"]
+    assert [m.config.adversarial and m.config.adversarial.model_dump() for m in members] == [
+        None, {"method": "fgm", "epsilon": 0.05, "weight": 1.0}, {"method": "rdrop", "weight": 1.0}]
+    # --set adversarial.* reaches the adversarial members only
+    _, overridden = plan_members(small(tiny_bert, ner_files, tmp_path / "c2"), ["full"], adversarial=["none", "pgd"],
+                                 overrides=["adversarial.epsilon=0.5"])
+    assert [m.config.adversarial and m.config.adversarial.epsilon for m in overridden] == [None, 0.5]
+    with pytest.raises(ConfigError, match="--adversarial: give distinct names from none, fgm, pgd, rdrop"):
+        plan_members(cfg, ["full"], adversarial=["fgm", "fgsm"])
+
+    result = compare(cfg, ["full"], seeds=1, adversarial=["none", "fgm", "rdrop"], overrides=["training.epochs=1"],
+                     isolate=False, perturb="typo,drop", rate=0.5, perturb_seed=1)
+    assert [r["method"] for r in result.rows] == ["full", "full+fgm", "full+rdrop"]
+    for member, row in zip(members, result.rows):
+        report = json.loads((member.run_dir / "robustness.json").read_text())
+        assert (report["perturbations"]["typo"]["changed"], report["rate"], report["seed"]) == (18, 0.5, 1)
+        assert row["perturbed_typo_f1_mean"] == report["perturbations"]["typo"]["f1"]
+        assert row["f1_drop_mean"] == pytest.approx(row["test_f1_mean"] - row["perturbed_f1_mean"])
+    with open(result.files["compare.csv"]) as f:
+        header = next(csv.reader(f))
+    assert header[:3] == ["method", "adversarial", "seeds"] and "perturbed_drop_f1_std" in header
+    assert "## Robustness: test F1 on noisy copies (50% of words changed, noise seed 1)" in \
+        result.files["compare.md"].read_text()

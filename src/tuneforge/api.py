@@ -59,12 +59,16 @@ def predict(run: str | Path, inputs, batch_size: int = 64, precision: str = "aut
 
 def evaluate(
     run: str | Path | Predictor, data: str | Path, format: str = "auto", batch_size: int = 64,
-    precision: str = "auto", engine: str = "torch", **read_options,
+    precision: str = "auto", engine: str = "torch", perturb: str | Sequence[str] | None = None, rate: float = 0.1,
+    seed: int = 0, **read_options,
 ) -> tuple[dict, str]:
     """Score a trained run (or an already loaded predictor) on a labelled file; returns (metrics, report).
 
     ``read_options`` are the task's file options (``tag_column``, ``scheme`` for NER; ``text_column``,
     ``label_column``... for classifiers); unset ones default to what the model was trained with.
+    ``perturb`` (``"typo,case"``, a list, or ``"all"``): also score noisy copies of the file, ``rate`` of
+    its words changed, deterministic by ``seed`` (:mod:`tuneforge.data.perturb`); the clean and
+    perturbed F1 and the drop per perturbation go to ``metrics["robustness"]``.
     """
     predictor = run if isinstance(run, Predictor) else load(run, precision=precision, engine=engine)
     examples = predictor.read(data, format, True, **check_read_options(predictor, read_options))
@@ -72,4 +76,8 @@ def evaluate(
     metrics, report, _ = predictor.evaluate_examples(examples, batch_size)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     metrics["runtime"] = dict(predictor.runtime)
+    if perturb:
+        from .evaluation.robustness import robustness
+
+        metrics["robustness"] = robustness(predictor, examples, perturb, rate, seed, batch_size, clean=metrics)
     return metrics, report

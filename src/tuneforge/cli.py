@@ -40,11 +40,16 @@ def _cmd_eval(args) -> int:
     predictor = api.load(args.run, precision=args.precision, engine=args.engine)
     metrics, report = api.evaluate(
         predictor, args.data, format=args.format, batch_size=args.batch_size,
+        perturb=args.perturb, rate=args.rate, seed=args.seed,
         tag_column=args.tag_column, text_column=args.text_column, text_pair_column=args.text_pair_column,
         label_column=args.label_column,
     )
     print(report)
     print(predictor.headline(metrics))
+    if "robustness" in metrics:
+        from .evaluation.robustness import format_robustness
+
+        print("\n" + format_robustness(metrics["robustness"]))
     if args.out:
         from .paths import atomic_write_text
 
@@ -131,12 +136,62 @@ def _cmd_data_check(args) -> int:
     return 0
 
 
-def _add_text_columns(p: argparse.ArgumentParser, labels: bool) -> None:
+def _guess_task(path: str, format: str) -> str:
+    """``data perturb`` without --task: CoNLL is token data, CSV/TSV text data, JSONL by its first record."""
+    from .data.readers import detect_text_format
+
+    fmt = format
+    if fmt == "auto":
+        fmt = detect_text_format(path)
+        fmt = fmt if fmt in ("jsonl", "tsv") or Path(path).suffix.lower() == ".csv" else "conll"
+    if fmt == "jsonl":
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = next((line for line in handle if line.strip()), "{}")
+        try:
+            record = json.loads(first)
+        except json.JSONDecodeError:
+            record = {}
+        return "token_classification" if isinstance(record, dict) and ("tokens" in record or "words" in record) \
+            else "text_classification"
+    return "text_classification" if fmt in ("csv", "tsv") else "token_classification"
+
+
+def _cmd_data_perturb(args) -> int:
+    import inspect
+
+    from .data.perturb import check_rate, parse_perturbations, perturb_examples
+    from .tasks import get_task
+
+    names = parse_perturbations(args.perturb)
+    check_rate(args.rate)
+    if not Path(args.input).is_file():
+        raise TuneforgeError(f"{args.input}: file not found")
+    task = get_task(args.task or _guess_task(args.input, args.format))
+    given = {"tag_column": args.tag_column, "text_column": args.text_column, "label_column": args.label_column,
+             "text_pair_column": args.text_pair_column, "multi_label": args.multi_label or None}
+    given = {k: v for k, v in given.items() if v is not None}
+    takes = set(inspect.signature(task.read_file).parameters)
+    unknown = sorted(set(given) - takes)
+    if unknown:
+        raise TuneforgeError(f"--{unknown[0].replace('_', '-')} does not apply to {task.name} data")
+    examples = task.read_file(args.input, args.format, **given)
+    written_options = {k: v for k, v in given.items() if k in inspect.signature(task.write_file).parameters}
+    source = Path(args.input)
+    out = Path(args.out)
+    for name in names:
+        noisy, stats = perturb_examples(examples, name, args.rate, args.seed, task)
+        target = out / f"{source.stem}.{name}{source.suffix}"
+        task.write_file(noisy, target, args.format, **written_options)
+        print(f"{stats.describe()} -> {target}")
+    return 0
+
+
+def _add_text_columns(p: argparse.ArgumentParser, labels: bool, defaults: str = "as in training") -> None:
     """Text classifiers: column names (CSV/TSV) or keys (JSONL); default: those it was trained with."""
-    p.add_argument("--text-column", help="text classifiers: the text column (default: as in training)")
-    p.add_argument("--text-pair-column", help="text classifiers: the second text of a pair (default: as in training)")
+    p.add_argument("--text-column", help=f"text classifiers: the text column (default: {defaults})")
+    p.add_argument("--text-pair-column", help=f"text classifiers: the second text of a pair (default: {defaults})")
     if labels:
-        p.add_argument("--label-column", help="text classifiers: the label column (default: as in training)")
+        p.add_argument("--label-column", help=f"text classifiers: the label column (default: {defaults})")
 
 
 def _cmd_compare(args) -> int:
@@ -146,9 +201,12 @@ def _cmd_compare(args) -> int:
     if args.out:
         check_output_path(args.out, "--out", folder=True)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    adversarial = [a.strip() for a in args.adversarial.split(",") if a.strip()] if args.adversarial else None
     try:
         result = compare.compare(args.config, methods, seeds=args.seeds, overrides=args.set,
-                                 same_budget=args.same_budget, isolate=not args.in_process, out=args.out)
+                                 same_budget=args.same_budget, isolate=not args.in_process, out=args.out,
+                                 adversarial=adversarial, perturb=args.perturb, rate=args.rate,
+                                 perturb_seed=args.seed)
     except KeyboardInterrupt:
         print("interrupted; run the same `tuneforge compare` command again to continue where it stopped",
               file=sys.stderr)
@@ -198,6 +256,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_perturb(p: argparse.ArgumentParser, required: bool) -> None:
+    from .data.perturb import PERTURBATIONS
+
+    p.add_argument("--perturb", required=required, metavar="NAMES",
+                   help=("also score noisy copies: " if not required else "")
+                   + f"comma-separated, from {', '.join(PERTURBATIONS)}, or all (see tuneforge.data.perturb)")
+    p.add_argument("--rate", type=float, default=0.1, help="share of words changed (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same noisy copy (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.readers import SCHEMES
 
@@ -220,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=64)
     _add_precision(p)
     p.add_argument("--out", help="also write the metrics as JSON here")
+    _add_perturb(p, required=False)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="tag or classify CoNLL, CSV/TSV, JSONL or raw text (one text a line)")
@@ -246,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the member runs and compare.md/csv/png (default: the config's output_dir)")
     p.add_argument("--in-process", action="store_true",
                    help="train members in this process (faster start; peak memory is then not reported)")
+    p.add_argument("--adversarial", metavar="NAMES",
+                   help="also cross every method with these: none (plain), fgm, pgd, rdrop, e.g. none,fgm,pgd")
+    _add_perturb(p, required=False)
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("export", help="write a trained run as a plain Hugging Face model folder")
@@ -256,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["int8"], help="with --onnx: also write ONNX Runtime's dynamic int8 model")
     p.set_defaults(func=_cmd_export)
 
-    data = sub.add_parser("data", help="inspect and split data files").add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="inspect, split and perturb data files").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("split", help="make train/dev/test files from one file, deterministic by seed")
     p.add_argument("input")
     p.add_argument("--out", required=True, help="folder for train.conll, dev.conll, test.conll")
@@ -271,6 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag-column", type=int, default=-1)
     p.add_argument("--scheme", default="auto", choices=["auto", *SCHEMES])
     p.set_defaults(func=_cmd_data_check)
+    p = data.add_parser("perturb", help="write noisy copies of a labelled file (character noise; labels kept)")
+    p.add_argument("input")
+    p.add_argument("--out", required=True, help="folder for INPUT_STEM.<perturbation>.<ext>, one file per perturbation")
+    _add_perturb(p, required=True)
+    p.add_argument("--task", choices=["token_classification", "text_classification"],
+                   help="what the file holds (default: CoNLL and JSONL with tokens -> token, CSV/TSV/other JSONL -> text)")
+    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv"])
+    p.add_argument("--tag-column", type=int, help="token data: the tag column of a CoNLL file (default: last)")
+    _add_text_columns(p, labels=True, defaults="text, label; no pair")
+    p.add_argument("--multi-label", action="store_true", help="text data: several labels per text")
+    p.set_defaults(func=_cmd_data_perturb)
     return parser
 
 

@@ -13,6 +13,13 @@ more epochs than full fine-tuning; ``same_budget=True`` gives every method the c
 
 By default each member trains in its own process: peak memory is a per-process high-water mark,
 so members sharing one process would report the largest earlier member's peak.
+
+Adversarial training as a second axis: ``adversarial=["none", "fgm", "pgd", "rdrop"]`` crosses every
+method with each (``none``: plain training); a member ``full+fgm-seed42/`` takes the config's
+``adversarial:`` block when its method matches, else that method's defaults. Robustness:
+``perturb=["typo", ...]`` scores every member's saved model on noisy copies of its test split
+(:mod:`tuneforge.evaluation.robustness`), kept in ``MEMBER/robustness.json``, and adds perturbed F1
+and the drop from clean F1 to the tables.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import Sequence
 
 import yaml
 
-from .config import Config, config_from_dict, load_config
+from .config import ADVERSARIAL_METHODS, Config, config_from_dict, load_config
 from .errors import ConfigError, TuneforgeError
 from .methods import REGISTRY, method_training_defaults
 from .paths import atomic_write_bytes, atomic_write_text
@@ -39,10 +46,19 @@ from .training.checkpoint import CHECKPOINT_DIR
 
 COMPARE_FILES = ("compare.md", "compare.csv", "compare.png")
 CSV_COLUMNS = [
-    "method", "seeds", "learning_rate", "epochs", "trainable_params", "total_params", "trainable_pct",
+    "method", "adversarial", "seeds", "learning_rate", "epochs", "trainable_params", "total_params", "trainable_pct",
     "dev_f1_mean", "dev_f1_std", "test_f1_mean", "test_f1_std", "train_seconds_mean", "train_seconds_std",
     "tokens_per_second_mean", "tokens_per_second_std", "peak_rss_mb_mean", "peak_rss_mb_std", "weights_mb",
 ]
+# with perturbations: these, then perturbed_<name>_f1_mean/std per perturbation
+ROBUSTNESS_COLUMNS = ["perturbed_f1_mean", "perturbed_f1_std", "f1_drop_mean", "f1_drop_std"]
+ROBUSTNESS_FILE = "robustness.json"
+PLAIN = "none"  # the adversarial axis's name for plain training
+
+
+def member_label(method: str, adversarial: str | None) -> str:
+    """The row a member belongs to: ``lora``, or ``lora+fgm`` on the adversarial axis."""
+    return method if adversarial in (None, PLAIN) else f"{method}+{adversarial}"
 
 
 @dataclass
@@ -50,6 +66,11 @@ class Member:
     method: str
     seed: int
     config: Config
+    adversarial: str | None = None  # the adversarial axis: none (plain), fgm, pgd, rdrop; None: no such axis
+
+    @property
+    def label(self) -> str:
+        return member_label(self.method, self.adversarial)
 
     @property
     def run_dir(self) -> Path:
@@ -82,6 +103,7 @@ def _base_tree(config: Config | dict | str | Path) -> dict:
 def plan_members(
     config: Config | dict | str | Path, methods: Sequence[str], seeds: int = 1,
     overrides: list[str] | None = None, same_budget: bool = False, out: str | Path | None = None,
+    adversarial: Sequence[str] | None = None,
 ) -> tuple[Path, list[Member]]:
     """The compare folder and its members, every member config validated before anything trains."""
     unknown = [m for m in methods if m not in REGISTRY]
@@ -89,10 +111,17 @@ def plan_members(
         raise ConfigError(f"--methods: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(REGISTRY)}")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"--methods: {', '.join(methods)} names a method twice")
+    if adversarial is not None:
+        choices = (PLAIN, *ADVERSARIAL_METHODS)
+        bad = [a for a in adversarial if a not in choices]
+        if bad or not adversarial or len(set(adversarial)) != len(adversarial):
+            raise ConfigError(f"--adversarial: give distinct names from {', '.join(choices)}"
+                              + (f" (unknown: {', '.join(bad)})" if bad else ""))
     if seeds < 1:
         raise ConfigError("--seeds: give at least 1")
     tree = _base_tree(config)
-    base = config_from_dict(tree, overrides=overrides)
+    # on the adversarial axis each member brings its own block; --set adversarial.* is meant for those
+    base = config_from_dict(tree, overrides=list(overrides or []) + (["adversarial=null"] if adversarial else []))
     out_dir = Path(out or base.output_dir)
     if (out_dir / "config.yaml").exists():
         raise ConfigError(f"{out_dir}: this is a single run's folder; give compare its own folder with --out")
@@ -100,17 +129,25 @@ def plan_members(
     for i in range(seeds):
         seed = base.training.seed + i
         for name in methods:
-            member = copy.deepcopy(tree)
-            block = member.get("method") or {}
-            member["method"] = block if block.get("name", "full") == name else {"name": name}
-            training = dict(member.get("training") or {})
-            if not same_budget:
-                for key in method_training_defaults(name):
-                    training.pop(key, None)
-            member["training"] = training
-            extra = [f"training.seed={seed}", f"output_dir={out_dir / f'{name}-seed{seed}'}"]
-            members.append(Member(name, seed, config_from_dict(member, source=f"compare member {name}",
-                                                                overrides=list(overrides or []) + extra)))
+            for adv in adversarial if adversarial is not None else [None]:
+                member = copy.deepcopy(tree)
+                block = member.get("method") or {}
+                member["method"] = block if block.get("name", "full") == name else {"name": name}
+                training = dict(member.get("training") or {})
+                if not same_budget:
+                    for key in method_training_defaults(name):
+                        training.pop(key, None)
+                member["training"] = training
+                extra = [f"training.seed={seed}"]
+                if adv is not None:
+                    own = member.get("adversarial") or {}
+                    member["adversarial"] = own if own.get("method") == adv else {"method": adv}
+                    if adv == PLAIN:
+                        extra.append("adversarial=null")  # after --set adversarial.* meant for the others
+                label = member_label(name, adv)
+                extra.append(f"output_dir={out_dir / f'{label}-seed{seed}'}")
+                members.append(Member(name, seed, config_from_dict(member, source=f"compare member {label}",
+                                                                   overrides=list(overrides or []) + extra), adv))
     return out_dir, members
 
 
@@ -137,21 +174,59 @@ def _train_member(member: Member, isolate: bool) -> None:
 def compare(
     config: Config | dict | str | Path, methods: Sequence[str], seeds: int = 1, overrides: list[str] | None = None,
     same_budget: bool = False, isolate: bool = True, out: str | Path | None = None,
+    adversarial: Sequence[str] | None = None, perturb: Sequence[str] | str | None = None, rate: float = 0.1,
+    perturb_seed: int = 0,
 ) -> CompareResult:
-    """Train every method x seed (skipping finished members) and write the comparison files.
+    """Train every method (x adversarial setting) x seed, skipping finished members, and write the
+    comparison files; with ``perturb``, also score each member on noisy copies of its test split.
 
     ``out`` (default: the config's ``output_dir``) holds the member runs and the three files.
     """
-    out_dir, members = plan_members(config, methods, seeds, overrides, same_budget, out)
+    from .data.perturb import check_rate, parse_perturbations
+
+    names = parse_perturbations(perturb) if perturb else None
+    if names:
+        check_rate(rate)
+    out_dir, members = plan_members(config, methods, seeds, overrides, same_budget, out, adversarial)
     for k, member in enumerate(members, 1):
         state = "done" if member.finished else ("resuming" if member.run_dir.exists() else "training")
-        print(f"compare [{k}/{len(members)}] {member.method} seed {member.seed}: {state} ({member.run_dir})",
+        print(f"compare [{k}/{len(members)}] {member.label} seed {member.seed}: {state} ({member.run_dir})",
               flush=True)
         if not member.finished:
             _train_member(member, isolate)
-    rows = summarise(members, isolated=isolate)
+    if names:
+        score_robustness(members, names, rate, perturb_seed)
+    rows = summarise(members, isolated=isolate, perturbations=names)
     write_outputs(out_dir, rows, members)
     return CompareResult(out_dir=out_dir, rows=rows)
+
+
+def score_robustness(members: Sequence[Member], names: Sequence[str], rate: float, seed: int) -> None:
+    """Each member's saved model on noisy copies of its test split -> ``MEMBER/robustness.json``
+    (kept when it already holds these perturbations, rate and seed)."""
+    from .artifacts import load_predictor
+    from .evaluation.robustness import robustness
+    from .tasks import make_task
+
+    wanted = {"perturbations": list(names), "rate": rate, "seed": seed}
+    test_sets: dict[str, list] = {}  # members on the same data share one read
+    for member in members:
+        path = member.run_dir / ROBUSTNESS_FILE
+        if path.exists() and {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items()
+                              if k in wanted} == wanted:
+            continue
+        key = json.dumps([member.config.task.model_dump(mode="json"), member.config.data.model_dump(mode="json")])
+        if key not in test_sets:
+            test_sets[key] = make_task(member.config).prepare_data().splits["test"]
+        if not test_sets[key]:
+            raise ConfigError(f"--perturb: member {member.label} has no test split to perturb; give data.test or data.split")
+        metrics = json.loads((member.run_dir / "metrics.json").read_text(encoding="utf-8"))
+        predictor = load_predictor(member.run_dir)
+        report = robustness(predictor, test_sets[key], names, rate, seed, member.config.training.eval_batch_size,
+                            clean=metrics["test"])
+        atomic_write_text(path, json.dumps({**wanted, **report}, indent=1))
+        print(f"robustness {member.label} seed {member.seed}: clean {report['clean_f1']:.4f}, "
+              f"perturbed {report['mean_perturbed_f1']:.4f} (mean of {len(names)})", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,17 +243,17 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def summarise(members: Sequence[Member], isolated: bool = True) -> list[dict]:
-    """One row per method, in the order given: mean and sample std over its seeds."""
+def summarise(members: Sequence[Member], isolated: bool = True, perturbations: Sequence[str] | None = None) -> list[dict]:
+    """One row per method (x adversarial setting), in the order given: mean and sample std over its seeds."""
     from .artifacts import weights_size_bytes
 
     rows = []
-    for name in dict.fromkeys(m.method for m in members):
-        runs = [m for m in members if m.method == name]
+    for name in dict.fromkeys(m.label for m in members):
+        runs = [m for m in members if m.label == name]
         metrics = [json.loads((m.run_dir / "metrics.json").read_text(encoding="utf-8")) for m in runs]
         params = metrics[0]["parameters"]
         row = {
-            "method": name, "seeds": len(runs),
+            "method": name, "adversarial": runs[0].adversarial or "", "seeds": len(runs),
             "learning_rate": runs[0].config.training.learning_rate, "epochs": runs[0].config.training.epochs,
             "trainable_params": params["trainable"], "total_params": params["total"],
             "trainable_pct": 100.0 * params["trainable"] / params["total"],
@@ -192,10 +267,21 @@ def summarise(members: Sequence[Member], isolated: bool = True) -> list[dict]:
             # a process's peak RSS includes every earlier member when they share the process
             "peak_rss_mb": [m["training"]["peak_rss_mb"] if isolated else None for m in metrics],
         }
+        if perturbations:
+            reports = [json.loads((m.run_dir / ROBUSTNESS_FILE).read_text(encoding="utf-8")) for m in runs]
+            series["perturbed_f1"] = [r["mean_perturbed_f1"] for r in reports]
+            series["f1_drop"] = [r["mean_drop"] for r in reports]
+            for p in perturbations:
+                series[f"perturbed_{p}_f1"] = [r["perturbations"][p]["f1"] for r in reports]
         for key, values in series.items():
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
         rows.append(row)
     return rows
+
+
+def _perturbation_names(rows: Sequence[dict]) -> list[str]:
+    return [k.removeprefix("perturbed_").removesuffix("_f1_mean") for k in rows[0]
+            if k.startswith("perturbed_") and k.endswith("_f1_mean") and k != "perturbed_f1_mean"]
 
 
 def _pm(mean, std, digits: int) -> str:
@@ -219,6 +305,7 @@ def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
         "train time (s) | tokens/s | peak RSS (MB) | saved weights (MB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    perturbations = _perturbation_names(rows)
     for r in rows:
         ratio = (
             f"{100 * r['test_f1_mean'] / full['test_f1_mean']:.0f}%"
@@ -232,10 +319,15 @@ def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
             f"{_pm(r['tokens_per_second_mean'], r['tokens_per_second_std'], 0)} | "
             f"{_pm(r['peak_rss_mb_mean'], r['peak_rss_mb_std'], 0)} | {r['weights_mb']:.2f} |"
         )
+    if perturbations:
+        lines += _robustness_markdown(rows, members, perturbations)
     settings = {m.method: m.config.method.model_dump(mode="json") for m in members}
+    adversarial = {m.label: m.config.adversarial.model_dump(mode="json") for m in members if m.config.adversarial}
     lines += [
         "",
-        "Method settings: " + "; ".join(f"`{json.dumps(s)}`" for s in settings.values()),
+        "Method settings: " + "; ".join(f"`{json.dumps(s)}`" for s in settings.values())
+        + ("" if not adversarial else "; adversarial: " + "; ".join(
+            f"{label} `{json.dumps(a)}`" for label, a in adversarial.items())),
         "",
         "Trainable parameters include the task head; % of model is of all parameters in that run's "
         "model (the base plus what the method adds). Saved weights: the method's files in `RUN/model/` "
@@ -250,12 +342,42 @@ def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
     return "\n".join(lines)
 
 
+def _robustness_markdown(rows: Sequence[dict], members: Sequence[Member], perturbations: Sequence[str]) -> list[str]:
+    report = json.loads((members[0].run_dir / ROBUSTNESS_FILE).read_text(encoding="utf-8"))
+    plain = rows[0]
+    lines = [
+        "",
+        f"## Robustness: test F1 on noisy copies ({report['rate']:.0%} of words changed, noise seed {report['seed']})",
+        "",
+        "Drop = clean test F1 − perturbed F1 (mean over the perturbations), per seed, then mean ± std; "
+        f"drop vs {plain['method']}: this row's mean drop as a share of the first row's.",
+        "",
+        "| method | clean F1 | perturbed F1 (mean) | drop | drop vs first row | "
+        + " | ".join(perturbations) + " |",
+        "|---|---|---|---|---|" + "---|" * len(perturbations),
+    ]
+    for r in rows:
+        share = (f"{100 * r['f1_drop_mean'] / plain['f1_drop_mean']:.0f}%"
+                 if plain["f1_drop_mean"] else "—")
+        lines.append(
+            f"| {r['method']} | {_pm(r['test_f1_mean'], r['test_f1_std'], 4)} | "
+            f"{_pm(r['perturbed_f1_mean'], r['perturbed_f1_std'], 4)} | {_pm(r['f1_drop_mean'], r['f1_drop_std'], 4)} | "
+            f"{share} | " + " | ".join(_pm(r[f"perturbed_{p}_f1_mean"], r[f"perturbed_{p}_f1_std"], 4)
+                                     for p in perturbations) + " |"
+        )
+    return lines
+
+
 def format_csv(rows: Sequence[dict]) -> str:
+    columns = list(CSV_COLUMNS)
+    perturbations = _perturbation_names(rows)
+    if perturbations:
+        columns += ROBUSTNESS_COLUMNS + [f"perturbed_{p}_f1_{s}" for p in perturbations for s in ("mean", "std")]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if r[k] is None else r[k]) for k in CSV_COLUMNS})
+        writer.writerow({k: ("" if r[k] is None else r[k]) for k in columns})
     return buffer.getvalue()
 
 

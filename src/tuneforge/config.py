@@ -243,6 +243,43 @@ MethodConfig = Annotated[
 METHOD_NAMES = ("full", "freeze", "lora", "ia3", "prompt", "adapter", "bitfit")
 
 
+# ---------------------------------------------------------------------------------------------
+# Adversarial training: the ``adversarial:`` block, one shape per method (``method`` picks it).
+# The callbacks live in ``tuneforge.training.adversarial``; perturbations are added to the word-
+# embedding output, per example, with L2 norms (so epsilon is in units of embedding-vector length).
+
+
+class FGMConfig(_Strict):
+    """Fast gradient method: one step of length ``epsilon`` along the loss gradient (L2-normalised per example)."""
+
+    method: Literal["fgm"]
+    epsilon: float = Field(default=1.0, gt=0, description="L2 length of each example's perturbation")
+    weight: float = Field(default=1.0, gt=0, description="alpha in L = L_task + alpha * L_adv")
+
+
+class PGDConfig(_Strict):
+    """Projected gradient descent: ``steps`` ascent steps of length ``alpha``, projected into the ``epsilon`` ball."""
+
+    method: Literal["pgd"]
+    epsilon: float = Field(default=1.0, gt=0, description="radius of each example's L2 ball")
+    alpha: float = Field(default=0.3, gt=0, description="length of one ascent step")
+    steps: int = Field(default=3, ge=1, description="ascent steps (forward passes) per batch")
+    weight: float = Field(default=1.0, gt=0, description="alpha in L = L_task + alpha * L_adv")
+
+
+class RDropConfig(_Strict):
+    """R-Drop: a second forward pass (another dropout mask); the two predictions are pulled together by a KL term."""
+
+    method: Literal["rdrop"]
+    weight: float = Field(default=1.0, gt=0, description="weight of the symmetric KL between the two passes")
+
+
+AdversarialConfig = Annotated[Union[FGMConfig, PGDConfig, RDropConfig], Field(discriminator="method")]
+ADVERSARIAL_METHODS = ("fgm", "pgd", "rdrop")
+# each discriminated section and its tag key, for error messages that name what the user wrote
+_UNION_SECTIONS = {"method": ("name", METHOD_NAMES), "adversarial": ("method", ADVERSARIAL_METHODS)}
+
+
 class Config(_Strict):
     """A whole run. ``task``, ``data`` and ``encoding`` are the chosen task's own classes (see
     :func:`config_class`), so every key a task does not define is an error naming it."""
@@ -253,6 +290,9 @@ class Config(_Strict):
     encoding: EncodingConfig = Field(default_factory=EncodingConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     method: MethodConfig = Field(default_factory=FullMethodConfig)
+    adversarial: Optional[AdversarialConfig] = Field(
+        default=None, description="adversarial / consistency training (fgm, pgd, rdrop); none by default"
+    )
     output_dir: str = "runs/latest"
 
     @field_validator("output_dir")
@@ -339,16 +379,18 @@ def _key_of_other_task(section: str, key: str) -> str | None:
 
 def _error_key(err: dict) -> str:
     loc = list(err["loc"])
-    if loc[:1] == ["method"] and len(loc) > 1 and loc[1] in METHOD_NAMES:
-        del loc[1]  # pydantic names the union member; the user wrote method.KEY
+    union = _UNION_SECTIONS.get(str(loc[0])) if loc else None
+    if union and len(loc) > 1 and loc[1] in union[1]:
+        del loc[1]  # pydantic names the union member; the user wrote method.KEY / adversarial.KEY
     # other unions name their member by type ("literal['balanced']", "dict[str,float]"): not a key
     return ".".join(str(p) for p in loc if not (isinstance(p, str) and "[" in p))
 
 
 def _describe_error(err: dict, key: str, task_type: str) -> str:
     shown = _printable(key) or "(top level)"
-    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        return f"bad value for '{shown}.name': choose one of {', '.join(METHOD_NAMES)}"
+    union = _UNION_SECTIONS.get(key.split(".")[0])
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found") and union:
+        return f"bad value for '{shown}.{union[0]}': choose one of {', '.join(union[1])}"
     if err["type"] == "extra_forbidden":
         loc = key.split(".")
         owner = _key_of_other_task(loc[0], loc[1]) if len(loc) == 2 and loc[0] in ("task", "data", "encoding") else None

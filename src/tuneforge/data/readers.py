@@ -442,6 +442,15 @@ def write_conll(examples: Sequence[TokenExample], path: str | Path, tags: Sequen
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def write_token_jsonl(examples: Sequence[TokenExample], path: str | Path) -> None:
+    """Write ``{"tokens": [...], "tags": [...]}`` records, one a line, as :func:`read_jsonl` reads them (atomically)."""
+    from ..paths import atomic_write_text
+
+    lines = [json.dumps({"tokens": ex.words, **({"tags": ex.tags} if ex.tags is not None else {})}, ensure_ascii=False)
+             for ex in examples]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
 # ---------------------------------------------------------------------------------------------
 # Raw text
 
@@ -693,3 +702,50 @@ def check_known_labels(examples: Sequence[TextExample], known: Iterable[str]) ->
                     f"label {label!r} was never seen in training (known: {', '.join(sorted(known_set))}); "
                     "fix the label or retrain with it",
                 )
+
+
+def write_text_file(
+    examples: Sequence[TextExample],
+    path: str | Path,
+    format: str = "auto",
+    text_column: str = "text",
+    label_column: str = "label",
+    text_pair_column: str | None = None,
+    multi_label: bool = False,
+    label_separator: str = "|",
+) -> None:
+    """Write labelled texts as :func:`read_text_file` reads them (atomically): a CSV/TSV with a header of
+    the text, pair and label columns, or JSONL records (``"labels": [...]`` when ``multi_label``)."""
+    import csv
+    import io
+
+    from ..paths import atomic_write_text
+
+    fmt = detect_text_format(path) if format == "auto" else format
+    if fmt == "jsonl":
+        records = []
+        for ex in examples:
+            record = {text_column: ex.text}
+            if text_pair_column:
+                record[text_pair_column] = ex.text_pair
+            if ex.labels is not None:
+                if multi_label:
+                    record[label_column + "s"] = ex.labels
+                else:
+                    record[label_column] = ex.labels[0]
+            records.append(json.dumps(record, ensure_ascii=False))
+        atomic_write_text(path, "".join(r + "\n" for r in records))
+        return
+    if fmt not in ("csv", "tsv"):
+        raise DataError(path, None, f"cannot write format {fmt!r}; use csv, tsv or jsonl")
+    header = [text_column] + ([text_pair_column] if text_pair_column else []) + [label_column]
+    rows = [[ex.text] + ([ex.text_pair or ""] if text_pair_column else []) + [label_separator.join(ex.labels or [])]
+            for ex in examples]
+    if fmt == "tsv":  # read without quoting (GLUE style), so written without it
+        atomic_write_text(path, "".join("\t".join(row) + "\n" for row in [header, *rows]))
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())

@@ -211,6 +211,36 @@ class Task:
                       metrics: dict, predictor: Predictor) -> None:
         """Files a split's scoring leaves in the run folder (test predictions, plots)."""
 
+    # --- hooks for training regimes and robustness checks
+    def prediction_divergence(self, batch: dict, logits_a, logits_b):
+        """How far apart two predictions of the same batch are (a scalar tensor to minimise): R-Drop's
+        consistency term (:mod:`tuneforge.training.adversarial`), averaged over what the loss scores."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"adversarial.method rdrop: task {self.name!r} defines no prediction_divergence; "
+                          "use fgm or pgd, or add the hook to the task")
+
+    @classmethod
+    def example_words(cls, example) -> list[str]:
+        """The words of an example that character noise may change (:mod:`tuneforge.data.perturb`)."""
+        raise TuneforgeError(f"task {cls.name!r} defines no example_words; its data cannot be perturbed")
+
+    @classmethod
+    def with_words(cls, example, words: list[str]):
+        """A copy of ``example`` with its :meth:`example_words` replaced by ``words`` (as many); labels kept."""
+        raise TuneforgeError(f"task {cls.name!r} defines no with_words; its data cannot be perturbed")
+
+    @classmethod
+    def read_file(cls, path, format: str = "auto", **options) -> list:
+        """Labelled examples from a file without a run or config (``tuneforge data perturb``); the
+        keyword options are the file's columns/keys, as the task's readers name them."""
+        raise TuneforgeError(f"task {cls.name!r} defines no read_file")
+
+    @classmethod
+    def write_file(cls, examples: Sequence, path, format: str = "auto", **options) -> None:
+        """Write examples as :meth:`read_file` reads them (atomically)."""
+        raise TuneforgeError(f"task {cls.name!r} defines no write_file")
+
     @classmethod
     def summary(cls, metrics: dict) -> str:
         """``entity F1 {'dev': 0.61, 'test': 0.58}`` for the end of ``tuneforge train``."""

@@ -10,7 +10,9 @@ a handful of dev examples would make macro-F1 jumpy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import ClassVar, Literal, Optional, Sequence, Union
 
@@ -20,7 +22,14 @@ from pydantic import Field, model_validator
 
 from ..config import DataConfig, EncodingConfig, TaskOptions
 from ..data.encode import SequenceCollator, encode_texts, sorted_batches
-from ..data.readers import TextExample, check_known_labels, check_trainable_labels, detect_text_format, read_text_file
+from ..data.readers import (
+    TextExample,
+    check_known_labels,
+    check_trainable_labels,
+    detect_text_format,
+    read_text_file,
+    write_text_file,
+)
 from ..errors import ConfigError, TuneforgeError
 from ..evaluation.metrics import format_classification_report, multi_label_scores, single_label_scores
 from ..models import load_sequence_classifier
@@ -268,6 +277,24 @@ def write_predictions_jsonl(path: Path, examples: Sequence[TextExample], predict
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+_WHITESPACE = re.compile(r"(\s+)")
+
+
+def _words(text: str) -> list[str]:
+    return [part for part in _WHITESPACE.split(text)[::2] if part]
+
+
+def _rejoin(text: str, words: list[str]) -> str:
+    """``text`` with its words replaced in order by ``words``, every run of whitespace kept as it was."""
+    parts = _WHITESPACE.split(text)
+    slots = [i for i in range(0, len(parts), 2) if parts[i]]
+    if len(slots) != len(words):
+        raise ValueError(f"{len(words)} words for a text of {len(slots)}")
+    for i, word in zip(slots, words):
+        parts[i] = word
+    return "".join(parts)
+
+
 # ---------------------------------------------------------------------------------------------
 # The task
 
@@ -408,6 +435,38 @@ class TextClassification(Task):
             )
         if split == "test":
             write_predictions_jsonl(run_dir / "test_predictions.jsonl", examples, predictor.describe(examples, predictions))
+
+    def prediction_divergence(self, batch, logits_a, logits_b):
+        """Symmetric KL between the two predictions: over classes (softmax), or per label (sigmoid) for multi-label."""
+        from ..training.adversarial import bernoulli_symmetric_kl, symmetric_kl
+
+        divergence = bernoulli_symmetric_kl if self.cfg.task.multi_label else symmetric_kl
+        return divergence(logits_a, logits_b).mean()
+
+    @classmethod
+    def example_words(cls, example: TextExample) -> list[str]:
+        """The whitespace-separated words of the text, then of the pair."""
+        return _words(example.text) + (_words(example.text_pair) if example.text_pair is not None else [])
+
+    @classmethod
+    def with_words(cls, example: TextExample, words: list[str]) -> TextExample:
+        """The same whitespace between the words, so the text keeps its layout (and its word count)."""
+        n_text = len(_words(example.text))
+        text = _rejoin(example.text, words[:n_text])
+        pair = _rejoin(example.text_pair, words[n_text:]) if example.text_pair is not None else None
+        return dataclasses.replace(example, text=text, text_pair=pair)
+
+    @classmethod
+    def read_file(cls, path, format: str = "auto", text_column: str = "text", label_column: str = "label",
+                  text_pair_column: str | None = None, multi_label: bool = False,
+                  label_separator: str = "|") -> list[TextExample]:
+        return read_text_file(path, format, text_column, label_column, text_pair_column, multi_label, label_separator)
+
+    @classmethod
+    def write_file(cls, examples, path, format: str = "auto", text_column: str = "text", label_column: str = "label",
+                   text_pair_column: str | None = None, multi_label: bool = False, label_separator: str = "|") -> None:
+        write_text_file(examples, path, format, text_column, label_column, text_pair_column, multi_label,
+                        label_separator)
 
     @classmethod
     def summary(cls, metrics: dict) -> str:

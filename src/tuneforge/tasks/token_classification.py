@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -13,7 +15,7 @@ import torch
 from pydantic import Field
 
 from ..config import DataConfig, EncodingConfig, TaskOptions
-from ..data.encode import Collator, Window, encode_examples, sorted_batches
+from ..data.encode import IGNORE_INDEX, Collator, Window, encode_examples, sorted_batches
 from ..data.readers import (
     TokenExample,
     check_known_tags,
@@ -25,6 +27,8 @@ from ..data.readers import (
     read_text_lines,
     read_token_file,
     split_tag,
+    write_conll,
+    write_token_jsonl,
 )
 from ..errors import TuneforgeError
 from ..evaluation.metrics import entity_scores, extract_entities, format_entity_report, token_accuracy, token_report
@@ -398,3 +402,34 @@ class TokenClassification(Task):
     def write_outputs(self, run_dir, split, examples, predictions, metrics, predictor) -> None:
         if split == "test":
             write_predictions_tsv(Path(run_dir) / "test_predictions.tsv", examples, predictions)
+
+    def prediction_divergence(self, batch, logits_a, logits_b):
+        """Symmetric KL between the two tag distributions at the positions that carry a word's tag."""
+        from ..training.adversarial import symmetric_kl
+
+        scored = batch["labels"] != IGNORE_INDEX
+        if not bool(scored.any()):
+            return logits_a.sum() * 0.0
+        return symmetric_kl(logits_a[scored], logits_b[scored]).mean()
+
+    @classmethod
+    def example_words(cls, example: TokenExample) -> list[str]:
+        return list(example.words)
+
+    @classmethod
+    def with_words(cls, example: TokenExample, words: list[str]) -> TokenExample:
+        # one word for one word: the tags stay aligned; character offsets into a raw text no longer hold
+        if len(words) != len(example.words):
+            raise ValueError(f"{len(words)} words for an example of {len(example.words)}")
+        return dataclasses.replace(example, words=list(words), text=None, offsets=None)
+
+    @classmethod
+    def read_file(cls, path, format: str = "auto", token_column: int = 0, tag_column: int = -1) -> list[TokenExample]:
+        """A CoNLL or JSONL file, tags as written (no scheme repair: a noisy copy keeps them verbatim)."""
+        return read_token_file(path, format, token_column, tag_column)
+
+    @classmethod
+    def write_file(cls, examples, path, format: str = "auto", **options) -> None:
+        """CoNLL (``word<TAB>tag``) or JSONL, by ``format`` or the file's extension."""
+        fmt = detect_format(path) if format == "auto" else format
+        (write_token_jsonl if fmt == "jsonl" else write_conll)(examples, path)

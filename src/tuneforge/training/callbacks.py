@@ -13,7 +13,8 @@ on_batch_items(items)      return the list of examples to collate: may add some 
 before_forward(batch)      inspect or change the collated batch
 after_forward(batch, out)  see the task loss and the model outputs
 extra_loss(batch, out)     return ``{name: tensor}`` terms added to the task loss, logged separately
-after_backward(batch)      gradients exist: perturb, run a second forward/backward, restore (adversarial)
+after_backward(batch)      gradients exist: perturb, run a second forward/backward, restore (adversarial);
+                           ``ctx.log_term(name, value)`` logs what it computed beside the loss
 before_optimizer_step      gradients are final (accumulated, clipped); only on update steps
 after_optimizer_step       weights changed; only on update steps
 on_step_end                a micro-batch is fully done and counted (``ctx.state['global_step']``)
@@ -54,10 +55,17 @@ class LoopContext:
     compute_loss: Callable[[dict], tuple[torch.Tensor, Any]]  # (loss, outputs) of the task on a batch
     run_dir: Any = None
     extra: dict = field(default_factory=dict)  # free room for cooperating callbacks
+    logged: dict = field(default_factory=dict)  # values logged this micro-batch (see log_term)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward through accelerate (scales for gradient accumulation and mixed precision)."""
         self.accelerator.backward(loss)
+
+    def log_term(self, name: str, value: torch.Tensor) -> None:
+        """Log a value of this micro-batch beside the loss (``train_<name>`` in the history, trackers and
+        step log), without adding it to the loss: what ``after_backward`` computed (an adversarial loss).
+        Averaged over micro-batches like the task loss; name it ``<callback name>.<what>``."""
+        self.logged[name] = value.detach()
 
     @property
     def unwrapped_model(self):

@@ -138,6 +138,7 @@ def train_loop(
             terms = cb.extra_loss(batch, outputs)               # {name: tensor}, logged separately
             backward(loss + sum(terms))
             cb.after_backward(batch)                            # adversarial: perturb, forward, backward, restore
+            (values logged with ctx.log_term join the terms for logging only)
             if update step: clip gradients; cb.before_optimizer_step()
             optimizer.step(); if update step: scheduler.step(); cb.after_optimizer_step()
             zero_grad()
@@ -252,6 +253,8 @@ def train_loop(
                 terms = hooks.extra_loss(ctx, batch, outputs) if hooks else {}
                 accelerator.backward(loss + sum(terms.values()) if terms else loss)
                 hooks.call("after_backward", ctx, batch)
+                if ctx.logged:  # values a callback logged (ctx.log_term): averaged and logged like the terms
+                    terms, ctx.logged = {**terms, **ctx.logged}, {}
                 if accelerator.sync_gradients:
                     if cfg.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

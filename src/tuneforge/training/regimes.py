@@ -23,3 +23,7 @@ def register_regime(builder: Callable[..., list[Callback]]) -> Callable[..., lis
 def regime_callbacks(cfg, task) -> list[Callback]:
     """The callbacks the config's regime blocks ask for, in registration order."""
     return [callback for builder in REGIMES for callback in builder(cfg, task)]
+
+
+# The built-in regimes register themselves on import (after register_regime exists).
+from . import adversarial  # noqa: E402,F401
