@@ -13,7 +13,7 @@ from typing import Sequence
 from .artifacts import load_predictor
 from .config import Config, config_from_dict, load_config
 from .driver import RunResult, train_run
-from .tasks.base import Predictor, check_read_options
+from .tasks.base import Predictor, check_read_options, evaluate_across_processes
 from .tasks.text_classification import TextClassifier
 from .tasks.token_classification import TokenClassifier
 from .training.callbacks import Callback
@@ -65,10 +65,11 @@ def evaluate(
 
     ``read_options`` are the task's file options (``tag_column``, ``scheme`` for NER; ``text_column``,
     ``label_column``... for classifiers); unset ones default to what the model was trained with.
+    In a run of several processes each scores a share and all return the same metrics.
     """
     predictor = run if isinstance(run, Predictor) else load(run, precision=precision)
     examples = predictor.read(data, format, True, **check_read_options(predictor, read_options))
     started = time.perf_counter()
-    metrics, report, _ = predictor.evaluate_examples(examples, batch_size)
+    metrics, report, _ = evaluate_across_processes(predictor, examples, batch_size)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     return metrics, report

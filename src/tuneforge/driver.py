@@ -20,6 +20,7 @@ A run folder (``output_dir``) holds:
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,14 @@ from typing import Sequence
 
 import torch
 
-from .artifacts import MODEL_DIR, load_predictor, save_model
+from . import distributed
+from .artifacts import META_FILE, MODEL_DIR, load_predictor, save_model
 from .config import Config, TrainingConfig, load_config
 from .errors import ConfigError, TuneforgeError
 from .methods import count_parameters, get_method
 from .paths import atomic_write_bytes, atomic_write_text
 from .tasks import Task, make_task
+from .tasks.base import evaluate_across_processes
 from .training.callbacks import Callback
 from .training.checkpoint import CHECKPOINT_DIR
 from .training.loop import LoopResult, resolve_precision, train_loop
@@ -61,17 +64,28 @@ def metric_for_best(training: TrainingConfig, task: Task) -> tuple[str, bool]:
 
 def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
               callbacks: Sequence[Callback] = ()) -> RunResult:
-    """Train as ``cfg`` says into ``cfg.output_dir``; returns the run folder and its metrics."""
+    """Train as ``cfg`` says into ``cfg.output_dir``; returns the run folder and its metrics.
+
+    In a run of several processes every process calls this: each reads the data and builds the model;
+    process 0 alone prepares the run folder, writes files and prints (:mod:`tuneforge.distributed`);
+    every process returns the same metrics.
+    """
+    if distributed.launched_distributed():
+        distributed.init_processes()
     run_dir = Path(cfg.output_dir)
-    if resume and (run_dir / "config.yaml").exists():
-        saved = load_config(run_dir / "config.yaml")
-        if saved.model_dump(exclude={"output_dir"}) != cfg.model_dump(exclude={"output_dir"}):
-            raise ConfigError(
-                f"{run_dir / 'config.yaml'}: the config differs from the one this run started with; "
-                "resume with the same config or start a new output_dir"
-            )
-    _prepare_run_dir(run_dir, resume, overwrite)
-    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+
+    def prepare_folder() -> None:
+        if resume and (run_dir / "config.yaml").exists():
+            saved = load_config(run_dir / "config.yaml")
+            if saved.model_dump(exclude={"output_dir"}) != cfg.model_dump(exclude={"output_dir"}):
+                raise ConfigError(
+                    f"{run_dir / 'config.yaml'}: the config differs from the one this run started with; "
+                    "resume with the same config or start a new output_dir"
+                )
+        _prepare_run_dir(run_dir, resume, overwrite)
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+
+    distributed.main_first(prepare_folder)
 
     task = make_task(cfg)
     data = task.prepare_data()
@@ -84,8 +98,13 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
 
     items, lengths, stats = task.encode(tokenizer, data.splits["train"], data.labels)
     data.report["encoding"] = stats.describe()
-    print(f"data: {task.data_summary(data)}; {stats.describe()}")
-    print(f"model: {cfg.model.name_or_path} · method {method.name} · {trainable:,} of {total:,} parameters train")
+    say = distributed.print_main
+    say(f"data: {task.data_summary(data)}; {stats.describe()}")
+    say(f"model: {cfg.model.name_or_path} · method {method.name} · {trainable:,} of {total:,} parameters train")
+    if distributed.world_size() > 1:
+        n = distributed.world_size()
+        say(f"processes: {n} · each takes 1/{n} of every batch of {cfg.training.batch_size} "
+            f"(about {math.ceil(cfg.training.batch_size / n)} a process)")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(cfg.training.precision, device)
@@ -95,8 +114,8 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
     def evaluate_dev(current_model) -> dict:
         return task.evaluate_dev(current_model, tokenizer, dev, meta, precision)
 
-    def save_best(current_model) -> None:
-        save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta)
+    def save_best(current_model, state_dict: dict | None = None) -> None:
+        save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta, state_dict)
 
     metric, greater = metric_for_best(cfg.training, task)
     result = train_loop(
@@ -104,26 +123,44 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
         evaluate_dev if dev else None, save_best, resume=resume,
         callbacks=[*regime_callbacks(cfg, task), *callbacks], compute_loss=task.loss,
         metric_for_best=metric, greater_is_better=greater, tracker_config=_flat_config(cfg),
+        loss_units=task.loss_units,
     )
 
     # Final numbers come from the saved best model, read back from disk: what users will load.
-    predictor = load_predictor(run_dir)
+    # Process 0 saved it; the others score with it too when they can see the run folder (a shared
+    # filesystem), else process 0 scores alone.
+    distributed.barrier()
+    scorers = distributed.gather_in_order([(run_dir / MODEL_DIR / META_FILE).exists()])
     metrics = _run_metrics(cfg, method.name, trainable, total, result, data.report)
-    metrics.update(task.final_metrics(predictor))
-    report_parts = []
+    if all(scorers) or distributed.is_main():
+        device = str(distributed.init_processes().device) if distributed.world_size() > 1 else None
+        predictor = load_predictor(run_dir, device)
+        metrics.update(task.final_metrics(predictor))
+    report_parts, outputs = [], []
     for name in ("dev", "test"):
         examples = data.splits[name]
         if not examples:
             continue
-        metrics[name], report, predictions = predictor.evaluate_examples(examples, cfg.training.eval_batch_size)
+        if all(scorers):
+            metrics[name], report, predictions = evaluate_across_processes(
+                predictor, examples, cfg.training.eval_batch_size)
+        elif distributed.is_main():
+            metrics[name], report, predictions = predictor.evaluate_examples(examples, cfg.training.eval_batch_size)
+        else:
+            continue
         report_parts.append(f"== {name} ==\n" + report)
-        task.write_outputs(run_dir, name, examples, predictions, metrics[name], predictor)
-    from .evaluation.plots import render_training_curves_png
+        outputs.append((name, examples, predictions))
+    if distributed.is_main():
+        for name, examples, predictions in outputs:
+            task.write_outputs(run_dir, name, examples, predictions, metrics[name], predictor)
+        from .evaluation.plots import render_training_curves_png
 
-    atomic_write_bytes(run_dir / "curves.png", render_training_curves_png(result, cfg.training.epochs))
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False))
-    atomic_write_text(run_dir / "report.txt", "\n".join(report_parts))
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+        atomic_write_bytes(run_dir / "curves.png", render_training_curves_png(result, cfg.training.epochs))
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False))
+        atomic_write_text(run_dir / "report.txt", "\n".join(report_parts))
+        shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    metrics = distributed.broadcast(metrics)
+    distributed.barrier()  # the run folder is complete before any process returns
     return RunResult(run_dir=run_dir, metrics=metrics)
 
 
