@@ -119,7 +119,7 @@ def two_process_runs(tmp_path_factory):
     methods["lora"]["method"]["dropout"] = 0.0  # no randomness: the processes' dropout streams differ
     methods["text-multi-label"] = text_config(bert, labels, runs / "text", task={"multi_label": True},
                                               epochs=3, batch_size=3)
-    recorded = ner("recorded")
+    recorded = ner("recorded", report_to=["jsonl"])
     (root / "recorded.yaml").write_text(yaml.safe_dump(recorded))
     texts = root / "texts.txt"
     texts.write_text("".join(f"{words}\n" for words, _ in TRAIN * 3) + "\n", encoding="utf-8")  # a blank line too
@@ -211,6 +211,7 @@ def test_only_process_0_writes_and_prints(two_process_runs):
     others = [w for w in seen[1]["writes"] if not w[1].startswith(split)]
     assert others == []  # nothing opened for writing, renamed, created or removed in the run folders
     assert any(path.endswith("metrics.json") for _, path in seen[0]["writes"])
+    assert any(path.endswith("logs/metrics.jsonl") for _, path in seen[0]["writes"])  # trackers: process 0
     assert out[0].count("epoch 1/2 ·") == 7  # the recorded run and 6 methods, once each
     assert out[1].strip() == ""
     assert "processes: 2 · each takes 1/2 of every batch of 4" in out[0]

@@ -254,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --num-processes starts its own processes; leave it out under torchrun or accelerate launch",
                   file=sys.stderr)
             return 2
-        return distributed.launch_local(n, _without_num_processes(argv))
+        try:
+            return distributed.launch_local(n, _without_num_processes(argv))
+        except KeyboardInterrupt:
+            print(f"interrupted; `tuneforge {args.command} ... --resume` continues a training run from its last checkpoint",
+                  file=sys.stderr)
+            return 130
     try:
         if distributed.launched_distributed():
             distributed.init_processes()

@@ -216,6 +216,7 @@ def launch_local(n_processes: int, argv: Sequence[str]) -> int:
     import logging
     import uuid
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -232,6 +233,8 @@ def launch_local(n_processes: int, argv: Sequence[str]) -> int:
     except ChildFailedError as exc:
         _, failure = exc.get_first_failure()
         return failure.exitcode if failure.exitcode > 0 else 1
+    except SignalException:  # Ctrl-C or a kill of this launcher: the processes are stopped too
+        raise KeyboardInterrupt from None
     finally:
         if saved is None:
             os.environ.pop("OMP_NUM_THREADS", None)
