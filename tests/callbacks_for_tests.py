@@ -69,3 +69,20 @@ class DuplicateOne(Callback):
     def load_state_dict(self, state):
         self.generator.set_state(state["generator"])
         self.added = state["added"]
+
+
+class CountItems(Callback):
+    """Stateful and harmless: counts the examples this process trained on (the state is per process)."""
+
+    def __init__(self):
+        self.items = 0
+
+    def on_batch_items(self, ctx, items):
+        self.items += len(items)
+        return items
+
+    def state_dict(self):
+        return {"items": self.items}
+
+    def load_state_dict(self, state):
+        self.items = state["items"]

@@ -29,7 +29,8 @@ def tiny_vocab() -> list[str]:
     return specials + chars + pieces + WORDS + CHINESE
 
 
-def build_tiny_bert(folder: Path, hidden: int = 32, layers: int = 2, max_positions: int = 128) -> Path:
+def build_tiny_bert(folder: Path, hidden: int = 32, layers: int = 2, max_positions: int = 128,
+                    dropout: float = 0.1) -> Path:
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
@@ -40,6 +41,7 @@ def build_tiny_bert(folder: Path, hidden: int = 32, layers: int = 2, max_positio
     config = BertConfig(
         vocab_size=len(tiny_vocab()), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
         intermediate_size=hidden * 2, max_position_embeddings=max_positions,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)

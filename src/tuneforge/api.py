@@ -13,7 +13,7 @@ from typing import Sequence
 from .artifacts import load_predictor
 from .config import Config, config_from_dict, load_config
 from .driver import RunResult, train_run
-from .tasks.base import Predictor, check_read_options
+from .tasks.base import Predictor, check_read_options, evaluate_across_processes
 from .tasks.text_classification import TextClassifier
 from .tasks.token_classification import TokenClassifier
 from .training.callbacks import Callback
@@ -69,11 +69,12 @@ def evaluate(
     ``perturb`` (``"typo,case"``, a list, or ``"all"``): also score noisy copies of the file, ``rate`` of
     its words changed, deterministic by ``seed`` (:mod:`tuneforge.data.perturb`); the clean and
     perturbed F1 and the drop per perturbation go to ``metrics["robustness"]``.
+    In a run of several processes each scores a share and all return the same metrics.
     """
     predictor = run if isinstance(run, Predictor) else load(run, precision=precision, engine=engine)
     examples = predictor.read(data, format, True, **check_read_options(predictor, read_options))
     started = time.perf_counter()
-    metrics, report, _ = predictor.evaluate_examples(examples, batch_size)
+    metrics, report, _ = evaluate_across_processes(predictor, examples, batch_size)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     metrics["runtime"] = dict(predictor.runtime)
     if perturb:

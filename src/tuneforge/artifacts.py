@@ -31,10 +31,11 @@ def _portable_base_path(name_or_path: str) -> str:
     return str(Path(name_or_path).resolve())
 
 
-def save_model(folder: Path, model, tokenizer, method, meta: dict) -> None:
+def save_model(folder: Path, model, tokenizer, method, meta: dict, state_dict: dict | None = None) -> None:
     """Write ``model`` (as ``method`` saves it), its tokenizer and ``meta`` into ``folder`` atomically.
 
     ``meta["base_model"]`` (the model config section) is what non-full methods are loaded onto.
+    ``state_dict``: the weights to write when ``model``'s own are split over processes (gathered).
     """
     from transformers.utils import logging as hf_logging
 
@@ -47,7 +48,7 @@ def save_model(folder: Path, model, tokenizer, method, meta: dict) -> None:
     hf_logging.disable_progress_bar()
     try:
         with atomic_dir(folder) as tmp:
-            method.save(model, tmp)
+            method.save(model, tmp, state_dict)
             tokenizer.save_pretrained(tmp)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     finally:

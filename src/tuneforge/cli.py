@@ -12,10 +12,12 @@ from .errors import TuneforgeError
 
 
 def _cmd_train(args) -> int:
-    from . import api
+    from . import api, distributed
     from .tasks import get_task
 
     result = api.train(args.config, overrides=args.set, resume=args.resume, overwrite=args.overwrite)
+    if not distributed.is_main():
+        return 0
     print((result.run_dir / "report.txt").read_text(encoding="utf-8"))
     summary = get_task(result.metrics["task"]).summary(result.metrics)
     print(f"run folder: {result.run_dir} · {summary} · best epoch {result.metrics['best_epoch']}")
@@ -31,19 +33,29 @@ def _add_precision(p) -> None:
                    help="onnx: ONNX Runtime (CPU, fp32 or --precision int8), exported into RUN/onnx/ on first use")
 
 
-def _cmd_eval(args) -> int:
-    from . import api
+def _load_on_this_process(args):
+    """The run's predictor, on this process's device when several processes share the work."""
+    from . import api, distributed
     from .paths import check_output_path
 
     if args.out:
-        check_output_path(args.out, "--out")  # before the model is loaded and the data scored
-    predictor = api.load(args.run, precision=args.precision, engine=args.engine)
+        check_output_path(args.out, "--out")  # before the model is loaded and the data read
+    device = str(distributed.init_processes().device) if distributed.launched_distributed() else None
+    return api.load(args.run, device=device, precision=args.precision, engine=args.engine)
+
+
+def _cmd_eval(args) -> int:
+    from . import api, distributed
+
+    predictor = _load_on_this_process(args)
     metrics, report = api.evaluate(
         predictor, args.data, format=args.format, batch_size=args.batch_size,
         perturb=args.perturb, rate=args.rate, seed=args.seed,
         tag_column=args.tag_column, text_column=args.text_column, text_pair_column=args.text_pair_column,
         label_column=args.label_column,
     )
+    if not distributed.is_main():
+        return 0
     print(report)
     print(predictor.headline(metrics))
     if "robustness" in metrics:
@@ -58,36 +70,26 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from . import api
-    from .paths import check_output_path
-    from .tasks.base import check_read_options
+    from contextlib import nullcontext
 
-    if args.out:
-        check_output_path(args.out, "--out")  # before the model is loaded and the inputs tagged
-    predictor = api.load(args.run, precision=args.precision, engine=args.engine)
+    from . import distributed
+    from .paths import atomic_open
+    from .tasks.base import check_read_options, describe_counts, predict_across_processes
+
+    predictor = _load_on_this_process(args)
     if args.output_format not in predictor.output_formats:
         raise TuneforgeError(f"--output-format {args.output_format}: a {predictor.task_name.replace('_', ' ')} "
                              f"model writes {', '.join(predictor.output_formats)}")
     options = check_read_options(predictor, {"text_column": args.text_column, "text_pair_column": args.text_pair_column})
     examples = predictor.read_inputs(args.input, args.format, **options)
-    results = predictor.predict(examples, batch_size=args.batch_size)
-    runtime = ", ".join(f"{k} {v}" for k, v in predictor.runtime.items())
-    _write_output(predictor.format_output(results, args.output_format), args.out,
-                  f"{predictor.describe_output(results)}; {runtime}")
+    # to --out atomically (it appears complete or not at all), or to standard output as pieces arrive
+    target = atomic_open(args.out, "w") if args.out and distributed.is_main() else nullcontext(sys.stdout)
+    with target as handle:
+        counts = predict_across_processes(predictor, examples, handle.write, args.output_format, args.batch_size)
+    if distributed.is_main():
+        runtime = ", ".join(f"{k} {v}" for k, v in predictor.runtime.items())
+        print(f"wrote {describe_counts(counts)}{' to ' + args.out if args.out else ''}; {runtime}", file=sys.stderr)
     return 0
-
-
-
-def _write_output(text: str, out: str | None, what: str) -> None:
-    """To ``out`` atomically (and say so on stderr), or to standard output."""
-    from .paths import atomic_write_text
-
-    if out:
-        atomic_write_text(out, text)
-        print(f"wrote {what} to {out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-        print(f"wrote {what}", file=sys.stderr)
 
 
 def _cmd_data_split(args) -> int:
@@ -186,6 +188,12 @@ def _cmd_data_perturb(args) -> int:
     return 0
 
 
+def _add_num_processes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="start N processes on this machine that share the work (DDP; one per GPU, or CPU "
+                        "processes with cores/N threads each); torchrun / accelerate launch work too")
+
+
 def _add_text_columns(p: argparse.ArgumentParser, labels: bool, defaults: str = "as in training") -> None:
     """Text classifiers: column names (CSV/TSV) or keys (JSONL); default: those it was trained with."""
     p.add_argument("--text-column", help=f"text classifiers: the text column (default: {defaults})")
@@ -277,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. training.epochs=3")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    _add_num_processes(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="score a trained run on a labelled file")
@@ -289,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision(p)
     p.add_argument("--out", help="also write the metrics as JSON here")
     _add_perturb(p, required=False)
+    _add_num_processes(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="tag or classify CoNLL, CSV/TSV, JSONL or raw text (one text a line)")
@@ -302,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write here instead of standard output")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     _add_precision(p)
+    _add_num_processes(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("compare", help="train several adaptation methods on the same data and split, side by side")
@@ -357,20 +368,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _without_num_processes(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--num-processes":
+            skip = True
+        elif not arg.startswith("--num-processes="):
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    from . import distributed
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return exc.code if isinstance(exc.code, int) else 2
+    n = getattr(args, "num_processes", 1)
+    if n < 1:
+        print("error: --num-processes: give 1 or more", file=sys.stderr)
+        return 2
+    if n > 1:
+        if distributed.launched_distributed():
+            print("error: --num-processes starts its own processes; leave it out under torchrun or accelerate launch",
+                  file=sys.stderr)
+            return 2
+        try:
+            return distributed.launch_local(n, _without_num_processes(argv))
+        except KeyboardInterrupt:
+            print(f"interrupted; `tuneforge {args.command} ... --resume` continues a training run from its last checkpoint",
+                  file=sys.stderr)
+            return 130
     try:
-        return args.func(args)
+        if distributed.launched_distributed():
+            distributed.init_processes()
+        with distributed.quiet_unless_main():
+            return args.func(args)
     except TuneforgeError as exc:
-        # one line whatever the message quotes (a file name or value with a line break in it)
-        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
+        if distributed.is_main():
+            # one line whatever the message quotes (a file name or value with a line break in it)
+            print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; `tuneforge train CONFIG --resume` continues from the last checkpoint", file=sys.stderr)
+        if distributed.is_main():
+            print("interrupted; `tuneforge train CONFIG --resume` continues from the last checkpoint", file=sys.stderr)
         return 130
 
 

@@ -20,20 +20,23 @@ A run folder (``output_dir``) holds:
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from .artifacts import MODEL_DIR, load_predictor, save_model
+from . import distributed, run_folder
+from .artifacts import META_FILE, MODEL_DIR, load_predictor, save_model
 from .config import Config, TrainingConfig
-from . import run_folder
 from .methods import count_parameters, get_method
 from .models import check_max_length
 from .paths import atomic_write_bytes, atomic_write_text
 from .tasks import Task, make_task
+from .tasks.base import evaluate_across_processes
 from .training.callbacks import Callback
 from .training.checkpoint import CHECKPOINT_DIR
 from .training.loop import LoopResult, resolve_precision, train_loop
@@ -62,16 +65,30 @@ def metric_for_best(training: TrainingConfig, task: Task) -> tuple[str, bool]:
 
 def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
               callbacks: Sequence[Callback] = ()) -> RunResult:
-    """Train as ``cfg`` says into ``cfg.output_dir``; returns the run folder and its metrics."""
+    """Train as ``cfg`` says into ``cfg.output_dir``; returns the run folder and its metrics.
+
+    In a run of several processes every process calls this: each reads the data and builds the model;
+    process 0 alone prepares the run folder, writes files and prints (:mod:`tuneforge.distributed`);
+    every process returns the same metrics.
+    """
+    if distributed.launched_distributed():
+        distributed.init_processes()
     run_dir = Path(cfg.output_dir)
-    with run_folder.locked(run_dir):
-        if resume:
-            run_folder.check_resumable_config(run_dir, cfg)
-        # an --overwrite run trains beside the old one and replaces it only when it has finished
-        target, _ = run_folder.plan(run_dir, resume, overwrite)
-        result = _train_into(cfg, target, resume, callbacks)
-        run_folder.commit(target, run_dir)
-    return RunResult(run_dir=run_dir, metrics=result)
+    # Process 0 alone locks, checks and plans the folder; every process trains into the same target.
+    with run_folder.locked(run_dir) if distributed.is_main() else nullcontext():
+
+        def plan() -> str:
+            if resume:
+                run_folder.check_resumable_config(run_dir, cfg)
+            # an --overwrite run trains beside the old one and replaces it only when it has finished
+            return str(run_folder.plan(run_dir, resume, overwrite)[0])
+
+        target = Path(distributed.main_first(plan))
+        metrics = _train_into(cfg, target, resume, callbacks)
+        if distributed.is_main():
+            run_folder.commit(target, run_dir)
+        distributed.barrier()  # the run folder is in place before any process returns
+    return RunResult(run_dir=run_dir, metrics=metrics)
 
 
 def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Callback]) -> dict:
@@ -85,13 +102,19 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
     method = get_method(cfg.method.name)
     model = method.prepare(model, cfg.method)
     trainable, total = count_parameters(model)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
 
     items, lengths, stats = task.encode(tokenizer, data.splits["train"], data.labels)
     data.report["encoding"] = stats.describe()
-    print(f"data: {task.data_summary(data)}; {stats.describe()}")
-    print(f"model: {cfg.model.name_or_path} · method {method.name} · {trainable:,} of {total:,} parameters train")
+    say = distributed.print_main
+    say(f"data: {task.data_summary(data)}; {stats.describe()}")
+    say(f"model: {cfg.model.name_or_path} · method {method.name} · {trainable:,} of {total:,} parameters train")
+    if distributed.world_size() > 1:
+        n = distributed.world_size()
+        say(f"processes: {n} · each takes 1/{n} of every batch of {cfg.training.batch_size} "
+            f"(about {math.ceil(cfg.training.batch_size / n)} a process)")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(cfg.training.precision, device)
@@ -101,8 +124,8 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
     def evaluate_dev(current_model) -> dict:
         return task.evaluate_dev(current_model, tokenizer, dev, meta, precision)
 
-    def save_best(current_model) -> None:
-        save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta)
+    def save_best(current_model, state_dict: dict | None = None) -> None:
+        save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta, state_dict)
 
     metric, greater = metric_for_best(cfg.training, task)
     result = train_loop(
@@ -110,29 +133,45 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
         evaluate_dev if dev else None, save_best, resume=resume,
         callbacks=[*regime_callbacks(cfg, task), *callbacks], compute_loss=task.loss,
         metric_for_best=metric, greater_is_better=greater, tracker_config=_flat_config(cfg),
+        loss_units=task.loss_units,
     )
 
     # Final numbers come from the saved best model, read back from disk: what users will load.
-    # scored as users will predict: the default inference precision, unless the config pins one
-    predictor = load_predictor(run_dir, precision=cfg.training.precision)
+    # Process 0 saved it; the others score with it too when they can see the run folder (a shared
+    # filesystem), else process 0 scores alone.
+    distributed.barrier()
+    scorers = distributed.gather_in_order([(run_dir / MODEL_DIR / META_FILE).exists()])
     metrics = _run_metrics(cfg, method.name, trainable, total, result, data.report)
-    metrics["inference"] = dict(predictor.runtime)  # what scored dev/test (and what `predict` runs by default)
-    metrics.update(task.final_metrics(predictor))
-    report_parts = []
+    if all(scorers) or distributed.is_main():
+        device = str(distributed.init_processes().device) if distributed.world_size() > 1 else None
+        # scored as users will predict: the default inference precision, unless the config pins one
+        predictor = load_predictor(run_dir, device, precision=cfg.training.precision)
+        metrics["inference"] = dict(predictor.runtime)  # what scored dev/test (and what `predict` runs by default)
+        metrics.update(task.final_metrics(predictor))
+    report_parts, outputs = [], []
     for name in ("dev", "test"):
         examples = data.splits[name]
         if not examples:
             continue
-        metrics[name], report, predictions = predictor.evaluate_examples(examples, cfg.training.eval_batch_size)
+        if all(scorers):
+            metrics[name], report, predictions = evaluate_across_processes(
+                predictor, examples, cfg.training.eval_batch_size)
+        elif distributed.is_main():
+            metrics[name], report, predictions = predictor.evaluate_examples(examples, cfg.training.eval_batch_size)
+        else:
+            continue
         report_parts.append(f"== {name} ==\n" + report)
-        task.write_outputs(run_dir, name, examples, predictions, metrics[name], predictor)
-    from .evaluation.plots import render_training_curves_png
+        outputs.append((name, examples, predictions))
+    if distributed.is_main():
+        for name, examples, predictions in outputs:
+            task.write_outputs(run_dir, name, examples, predictions, metrics[name], predictor)
+        from .evaluation.plots import render_training_curves_png
 
-    atomic_write_bytes(run_dir / "curves.png", render_training_curves_png(result, cfg.training.epochs))
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False))
-    atomic_write_text(run_dir / "report.txt", "\n".join(report_parts))
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    return metrics
+        atomic_write_bytes(run_dir / "curves.png", render_training_curves_png(result, cfg.training.epochs))
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False))
+        atomic_write_text(run_dir / "report.txt", "\n".join(report_parts))
+        shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    return distributed.broadcast(metrics)
 
 
 def method_meta(cfg: Config) -> dict:

@@ -177,7 +177,9 @@ def _load_with_head(auto_class, name_or_path, labels, revision, trust_remote_cod
     finally:
         hf_logging.set_verbosity(verbosity)
     if labels is not None and announce_new_head and info.get("missing_keys"):
-        print(f"new task head for {len(labels)} labels: {', '.join(sorted(info['missing_keys']))}")
+        from .distributed import print_main
+
+        print_main(f"new task head for {len(labels)} labels: {', '.join(sorted(info['missing_keys']))}")
     if getattr(model.config, "pad_token_id", None) is None:
         eos = getattr(model.config, "eos_token_id", None)
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos

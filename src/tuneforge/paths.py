@@ -62,16 +62,29 @@ def atomic_dir(final: str | Path):
     process is killed mid-write. If a previous swap was interrupted, ``final``.old is left and
     :func:`recover_dir` brings it back.
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a run folder gets the usual permissions
+    tmp = new_temporary_dir(final)
     try:
         yield tmp
         _give_usual_permissions(tmp)
     except BaseException:
         _rmtree(tmp)
         raise
+    swap_in_dir(tmp, final)
+
+
+def new_temporary_dir(final: str | Path) -> Path:
+    """The temporary sibling :func:`atomic_dir` fills (for writers that span processes, which cannot
+    share one ``with`` block: one creates it, all write, one calls :func:`swap_in_dir`)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a run folder gets the usual permissions
+    return tmp
+
+
+def swap_in_dir(tmp: str | Path, final: str | Path) -> None:
+    """Replace ``final`` with the complete folder ``tmp`` (the ``.old`` copy covers a kill in between)."""
+    final = Path(final)
     old = final.with_name(final.name + ".old")
     _rmtree(old)
     if final.exists():
@@ -101,12 +114,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a file via a temp file + rename so it is never seen half-written."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "wb"):
+    """A file handle to write ``path`` in pieces; it appears, complete, only when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets what open() would give
         os.replace(tmp, path)
     except BaseException:

@@ -5,7 +5,9 @@ A method is one object in :data:`tuneforge.methods.REGISTRY` with:
 - ``name`` and ``DEFAULT_TRAINING`` (measured learning rate / epochs that fill unset ``training.*``);
 - ``prepare(model, cfg) -> model``: make exactly the intended parameters trainable (wrapping the
   model where the method needs it); the task head always trains;
-- ``save(model, out_dir)``: write only what training changed (the head included);
+- ``save(model, out_dir, state_dict=None)``: write only what training changed (the head included);
+  ``state_dict``, when given, holds the weights to write (gathered from processes that each hold a
+  part of them: FSDP, DeepSpeed ZeRO-3), ``model`` then only says which of them the method keeps;
 - ``load(base_model, folder, cfg) -> model``: put saved weights back onto a fresh base model;
 - ``merge(model) -> model``: a plain ``transformers`` model with the method folded in, or a
   :class:`~tuneforge.errors.TuneforgeError` when the method cannot be folded (adapters, prompts);
@@ -66,15 +68,18 @@ def transformer_layers(model: nn.Module) -> nn.ModuleList:
     )
 
 
-def trainable_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+def trainable_tensors(model: nn.Module, state_dict: dict | None = None) -> dict[str, torch.Tensor]:
+    """The trainable parameters' tensors, from ``model`` or from a ``state_dict`` of it."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in names}
+    source = model.state_dict() if state_dict is None else state_dict
+    return {k: v.detach().contiguous().cpu() for k, v in source.items() if k in names}
 
 
-def save_trainable(model: nn.Module, out_dir: Path, method_name: str) -> None:
+def save_trainable(model: nn.Module, out_dir: Path, method_name: str, state_dict: dict | None = None) -> None:
     from safetensors.torch import save_file
 
-    save_file(trainable_tensors(model), str(Path(out_dir) / TRAINABLE_WEIGHTS_FILE), metadata={"method": method_name})
+    save_file(trainable_tensors(model, state_dict), str(Path(out_dir) / TRAINABLE_WEIGHTS_FILE),
+              metadata={"method": method_name})
 
 
 def load_trainable(model: nn.Module, folder: Path) -> nn.Module:
@@ -104,7 +109,7 @@ class Method:
     def prepare(self, model, cfg):  # pragma: no cover - each method defines it
         raise NotImplementedError
 
-    def save(self, model, out_dir: Path) -> None:  # pragma: no cover
+    def save(self, model, out_dir: Path, state_dict: dict | None = None) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def load(self, base_model, folder: Path, cfg):  # pragma: no cover
@@ -121,8 +126,8 @@ class SubsetOfBaseMethod(Method):
     already is a plain model.
     """
 
-    def save(self, model, out_dir: Path) -> None:
-        save_trainable(model, out_dir, self.name)
+    def save(self, model, out_dir: Path, state_dict: dict | None = None) -> None:
+        save_trainable(model, out_dir, self.name, state_dict)
 
     def load(self, base_model, folder: Path, cfg):
         return load_trainable(self.prepare(base_model, cfg), folder)

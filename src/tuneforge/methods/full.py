@@ -18,8 +18,9 @@ class FullFineTuning(Method):
             param.requires_grad_(True)
         return model
 
-    def save(self, model, out_dir: Path) -> None:
-        model.save_pretrained(out_dir)  # safetensors is transformers' default and only format we write
+    def save(self, model, out_dir: Path, state_dict: dict | None = None) -> None:
+        # safetensors is transformers' default and only format we write
+        model.save_pretrained(out_dir, state_dict=state_dict)
 
     def load(self, base_model, folder: Path, cfg):
         return base_model  # artifacts loads the saved folder itself as the model

@@ -34,8 +34,9 @@ def wrap(model, peft_config):
         raise ConfigError(f"method: {str(exc).splitlines()[0]}") from None
 
 
-def save(peft_model, out_dir: Path) -> None:
-    peft_model.save_pretrained(str(out_dir), safe_serialization=True)
+def save(peft_model, out_dir: Path, state_dict: dict | None = None) -> None:
+    extra = {} if state_dict is None else {"state_dict": state_dict}  # peft reads it from its kwargs
+    peft_model.save_pretrained(str(out_dir), safe_serialization=True, **extra)
 
 
 def load(base_model, folder: Path):
@@ -51,8 +52,8 @@ def head_modules(model) -> list[str]:
 class PeftMethod(Method):
     """Save, load and merge for a method whose ``prepare`` returns a ``peft.PeftModel``."""
 
-    def save(self, model, out_dir: Path) -> None:
-        save(model, out_dir)
+    def save(self, model, out_dir: Path, state_dict: dict | None = None) -> None:
+        save(model, out_dir, state_dict)
 
     def load(self, base_model, folder: Path, cfg):
         return load(base_model, folder)

@@ -94,8 +94,10 @@ class PromptLearning(peft_common.PeftMethod):
                 "use kind prompt_tuning or p_tuning"
             ) from None
 
-    def save(self, model, out_dir: Path) -> None:
-        peft_common.save(getattr(model, "peft_model", model), out_dir)
+    def save(self, model, out_dir: Path, state_dict: dict | None = None) -> None:
+        if state_dict is not None and hasattr(model, "peft_model"):  # the aligner's keys: peft_model.<peft key>
+            state_dict = {k.removeprefix("peft_model."): v for k, v in state_dict.items()}
+        peft_common.save(getattr(model, "peft_model", model), out_dir, state_dict)
 
     def load(self, base_model, folder: Path, cfg):
         return self._align(peft_common.load(base_model, folder), cfg)

@@ -11,7 +11,8 @@ driver (:func:`tuneforge.driver.train_run`) asks it, in this order:
    (:meth:`describe`).
 3. **model**: :meth:`build_model` (pre-trained body + this task's head), then the adaptation method.
 4. **encoding**: :meth:`encode` (examples -> model inputs and their lengths) and :meth:`collator`.
-5. **loss**: :meth:`loss` (default: the model's own), handed to the loop.
+5. **loss**: :meth:`loss` (default: the model's own) and :meth:`loss_units` (what it averages over,
+   which weighs the processes' shares of a batch), handed to the loop.
 6. **saving**: :meth:`model_meta` -> ``tuneforge.json`` next to the weights (what the predictor needs).
 7. **scoring**: :meth:`evaluate_dev` each epoch; ``metric_for_best`` / ``greater_is_better`` name
    the default best-checkpoint metric; after training, the saved model is loaded as the task's
@@ -26,7 +27,7 @@ import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 from ..config import DataConfig, EncodingConfig, TaskOptions
 from ..data.readers import split_examples
@@ -45,8 +46,9 @@ class TaskData:
 class Predictor:
     """A trained model of one task, loaded from a run folder (``tuneforge.load``).
 
-    Subclasses implement :meth:`read`, :meth:`predict` and :meth:`evaluate_examples`; the rest has
-    defaults. ``meta`` is the model folder's ``tuneforge.json``.
+    Subclasses implement :meth:`read`, :meth:`predict` and either :meth:`predict_outputs` +
+    :meth:`score_outputs` (scoring shares out over processes) or :meth:`evaluate_examples`; the rest
+    has defaults. ``meta`` is the model folder's ``tuneforge.json``.
     """
 
     output_formats: ClassVar[tuple[str, ...]] = ("jsonl",)
@@ -83,15 +85,32 @@ class Predictor:
     def predict(self, inputs, batch_size: int = 64) -> list[dict]:  # pragma: no cover
         raise NotImplementedError
 
-    def evaluate_examples(self, examples: Sequence, batch_size: int = 64) -> tuple[dict, str, Any]:  # pragma: no cover
-        """(metrics, report text, predictions) for labelled examples."""
+    def predict_outputs(self, examples: Sequence, batch_size: int = 64) -> list:  # pragma: no cover
+        """One picklable output per example, all that scoring needs (tags, probabilities...).
+
+        Implementing it (with :meth:`score_outputs`) lets a run of several processes share the
+        examples out and gather the outputs back (:func:`evaluate_across_processes`); a predictor
+        that only implements :meth:`evaluate_examples` is evaluated whole in every process.
+        """
         raise NotImplementedError
+
+    def score_outputs(self, examples: Sequence, outputs: list) -> tuple[dict, str, Any]:  # pragma: no cover
+        """(metrics, report text, predictions) from :meth:`predict_outputs`' outputs for all ``examples``."""
+        raise NotImplementedError
+
+    def evaluate_examples(self, examples: Sequence, batch_size: int = 64) -> tuple[dict, str, Any]:
+        """(metrics, report text, predictions) for labelled examples."""
+        return self.score_outputs(examples, self.predict_outputs(examples, batch_size))
 
     def format_output(self, results: list[dict], output_format: str = "jsonl") -> str:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
 
+    def count_output(self, results: list[dict]) -> dict[str, int]:
+        """What ``predict`` results hold, as counts that add up over chunks (``{"predictions": n}``)."""
+        return {"predictions": len(results)}
+
     def describe_output(self, results: list[dict]) -> str:
-        return f"{len(results)} predictions"
+        return describe_counts(self.count_output(results))
 
     def headline(self, metrics: dict) -> str:
         """One line summing up ``metrics`` (printed by ``tuneforge eval``)."""
@@ -188,6 +207,21 @@ class Task:
         outputs = model(**batch)
         return outputs.loss, outputs
 
+    def loss_units(self, batch: dict):
+        """How many things :meth:`loss` averages over in ``batch`` (a 0-dim tensor or an int).
+
+        With several processes each takes a share of every batch; its loss is weighted by its share of
+        these units, so the gradient is the one a single process gets on the whole batch. The default
+        matches Hugging Face heads' mean losses: labelled positions (labels other than -100) for
+        integer labels, rows for float labels (regression, multi-label) or none.
+        """
+        import torch
+
+        labels = batch.get("labels")
+        if labels is None or not torch.is_tensor(labels) or labels.is_floating_point():
+            return batch["input_ids"].shape[0]
+        return (labels != -100).sum()
+
     # --- saving and scoring
     def model_meta(self, labels: list[str]) -> dict:
         """What ``tuneforge.json`` keeps besides task, method and base model: enough to predict as trained."""
@@ -199,8 +233,8 @@ class Task:
 
     def evaluate_dev(self, model, tokenizer, examples: Sequence, meta: dict, precision: str) -> dict:
         """Dev metrics of the model being trained (the loop picks the best checkpoint by them)."""
-        metrics, _, _ = self.predictor(model, tokenizer, meta, precision).evaluate_examples(
-            examples, self.cfg.training.eval_batch_size)
+        metrics, _, _ = evaluate_across_processes(
+            self.predictor(model, tokenizer, meta, precision), examples, self.cfg.training.eval_batch_size)
         return metrics
 
     def final_metrics(self, predictor: Predictor) -> dict:
@@ -260,3 +294,58 @@ def check_read_options(predictor: Predictor, options: dict) -> dict:
         flag = "--" + unknown[0].replace("_", "-")
         raise TuneforgeError(f"{flag} does not apply to a {predictor.task_name.replace('_', ' ')} model")
     return given
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """``{"predictions": 3, "entities": 5}`` -> ``3 predictions (5 entities)``."""
+    first, *rest = counts.items()
+    text = f"{first[1]} {first[0]}"
+    return text + (f" ({', '.join(f'{v} {k}' for k, v in rest)})" if rest else "")
+
+
+def evaluate_across_processes(predictor: Predictor, examples: Sequence, batch_size: int = 64) -> tuple[dict, str, Any]:
+    """``predictor.evaluate_examples(examples)`` in a run of one or several processes.
+
+    With several, each process predicts a contiguous share of the examples and the outputs are
+    gathered back in order in every process (:func:`tuneforge.distributed.map_in_order`), so every
+    example is scored exactly once and the metrics are those of one process on the same predictions;
+    every process returns the same metrics. A predictor without :meth:`Predictor.predict_outputs`
+    evaluates all examples in every process (same result, no speed-up).
+    """
+    from .. import distributed
+
+    shareable = type(predictor).predict_outputs is not Predictor.predict_outputs
+    if distributed.world_size() == 1 or not shareable:
+        return predictor.evaluate_examples(examples, batch_size)
+    outputs = distributed.map_in_order(lambda share: predictor.predict_outputs(share, batch_size), examples)
+    return predictor.score_outputs(examples, outputs)
+
+
+def predict_across_processes(
+    predictor: Predictor, examples: Sequence, write: Callable[[str], None], output_format: str = "jsonl",
+    batch_size: int = 64, chunk_size: int | None = None,
+) -> dict[str, int]:
+    """Predict ``examples`` and pass the formatted output to ``write`` in input order, one piece at a time.
+
+    The input goes in chunks (``chunk_size`` examples; default 100 batches a process), so memory stays
+    bounded however large it is. With several processes each chunk is cut into one contiguous share per
+    process; each predicts and formats its share, and process 0 receives the shares in order and
+    writes them: one ordered output, each input exactly once. ``write`` is called in process 0 only,
+    which also gets the summed :meth:`Predictor.count_output` (an empty dict elsewhere).
+    """
+    from collections import Counter
+
+    from .. import distributed
+
+    chunk = chunk_size or 100 * batch_size * distributed.world_size()
+    totals = Counter(predictor.count_output([]))
+    for begin in range(0, len(examples), chunk):
+        part = examples[begin: begin + chunk]
+        start, end = distributed.share(len(part))
+        results = predictor.predict(list(part[start:end]), batch_size) if end > start else []
+        piece = (predictor.format_output(results, output_format), predictor.count_output(results)) if results else ("", {})
+        for text, counts in distributed.gather_to_main(piece) or []:
+            if text:
+                write(text)
+            totals.update(counts)
+    return dict(totals) if distributed.is_main() else {}

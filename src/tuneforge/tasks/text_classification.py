@@ -30,6 +30,7 @@ from ..data.readers import (
     read_text_file,
     write_text_file,
 )
+from ..distributed import map_in_order
 from ..errors import ConfigError, TuneforgeError
 from ..evaluation.metrics import format_classification_report, multi_label_scores, single_label_scores
 from ..models import load_sequence_classifier
@@ -146,6 +147,11 @@ def text_logits(
     return out
 
 
+def stack_rows(rows: Sequence[np.ndarray], n_labels: int) -> np.ndarray:
+    """Per-text rows (as gathered from several processes) back into one (texts x labels) array."""
+    return np.stack(rows).astype(np.float32, copy=False) if len(rows) else np.zeros((0, n_labels), np.float32)
+
+
 def probabilities_from_logits(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     t = torch.from_numpy(logits)
     return (torch.sigmoid(t) if multi_label else torch.softmax(t, dim=-1)).numpy()
@@ -221,8 +227,12 @@ class TextClassifier(Predictor):
         logits = text_logits(self.model, self.tokenizer, examples, self.meta, batch_size, self.precision)
         return probabilities_from_logits(logits, self.multi_label)
 
-    def evaluate_examples(self, examples: Sequence[TextExample], batch_size: int = 64) -> tuple[dict, str, np.ndarray]:
-        probabilities = self.predict_proba(examples, batch_size)
+    def predict_outputs(self, examples: Sequence[TextExample], batch_size: int = 64) -> list[np.ndarray]:
+        """One row of label probabilities per text."""
+        return list(self.predict_proba(examples, batch_size))
+
+    def score_outputs(self, examples: Sequence[TextExample], outputs: list) -> tuple[dict, str, np.ndarray]:
+        probabilities = stack_rows(outputs, len(self.labels))
         metrics = score(examples, probabilities, self.meta)
         return metrics, format_report(metrics, self.multi_label), probabilities
 
@@ -400,6 +410,12 @@ class TextClassification(Task):
             return super().loss(model, batch)
         return weighted_cross_entropy(model, batch, self.class_weights)
 
+    def loss_units(self, batch: dict):
+        """With class weights, cross-entropy's mean divides by the batch's summed weights, not its size."""
+        if getattr(self, "class_weights", None) is None:
+            return super().loss_units(batch)
+        return self.class_weights.to(batch["labels"].device)[batch["labels"]].sum()
+
     def model_meta(self, labels: list[str]) -> dict:
         t, d, e = self.cfg.task, self.cfg.data, self.cfg.encoding
         return {
@@ -414,8 +430,9 @@ class TextClassification(Task):
     def evaluate_dev(self, model, tokenizer, examples, meta: dict, precision: str) -> dict:
         """Dev scores; a multi-label model first gets its thresholds tuned on these texts (saved with it,
         since the best checkpoint is saved right after, for the same weights)."""
-        logits = text_logits(model, tokenizer, examples, meta, self.cfg.training.eval_batch_size, precision)
-        probabilities = probabilities_from_logits(logits, self.cfg.task.multi_label)
+        predictor = self.predictor(model, tokenizer, meta, precision)
+        rows = map_in_order(lambda share: predictor.predict_outputs(share, self.cfg.training.eval_batch_size), examples)
+        probabilities = stack_rows(rows, len(meta["labels"]))
         if self.cfg.task.multi_label and self.cfg.task.tune_thresholds:
             meta["thresholds"] = tune_thresholds(probabilities, multi_hot(examples, meta["labels"]))
         return score(examples, probabilities, meta)

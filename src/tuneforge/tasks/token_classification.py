@@ -283,10 +283,12 @@ class TokenClassifier(Predictor):
             batch_size, self.decode, self.precision, self.label_position,
         )
 
-    def evaluate_examples(self, examples: Sequence[TokenExample], batch_size: int = 64):
-        preds = self.predict_examples(examples, batch_size)
-        metrics = evaluate_predictions(examples, preds)
-        return metrics, format_report(examples, preds, metrics), preds
+    def predict_outputs(self, examples: Sequence[TokenExample], batch_size: int = 64) -> list[WordPredictions]:
+        return self.predict_examples(examples, batch_size)
+
+    def score_outputs(self, examples: Sequence[TokenExample], outputs: list[WordPredictions]):
+        metrics = evaluate_predictions(examples, outputs)
+        return metrics, format_report(examples, outputs, metrics), outputs
 
     def predict(self, inputs, batch_size: int = 64) -> list[dict]:
         """Tag raw texts (``str`` or list of ``str``), pre-split word lists, or TokenExamples.
@@ -321,8 +323,8 @@ class TokenClassifier(Predictor):
             lines += [f"{w}\t{t}" for w, t in zip(r["words"], r["tags"])] + [""]
         return "\n".join(lines) + "\n"
 
-    def describe_output(self, results: list[dict]) -> str:
-        return f"{len(results)} predictions ({sum(len(r['entities']) for r in results)} entities)"
+    def count_output(self, results: list[dict]) -> dict[str, int]:
+        return {"predictions": len(results), "entities": sum(len(r["entities"]) for r in results)}
 
     def headline(self, metrics: dict) -> str:
         return (f"entity F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, R {metrics['recall']:.4f}) "

@@ -23,7 +23,13 @@ on_evaluate(metrics)       dev metrics of the epoch, before the best checkpoint 
 
 State: ``state_dict()`` returns a flat ``{key: value}`` of JSON values and tensors;
 ``load_state_dict`` gets it back. The loop saves it in every checkpoint, so ``--resume`` continues
-a run with stateful callbacks exactly. ``name`` (default: the class name) keys the state and the
+a run with stateful callbacks exactly.
+
+Several processes: every process has its own callback objects and calls every event; ``on_batch_items``
+sees that process's share of the batch, and a process whose share is empty (see the loop) skips it for
+that step. Each process's state is saved; on resume a process gets its own back, or process 0's when
+the checkpoint was written by fewer processes. ``extra_loss`` terms are added as they are in every
+process (DDP averages them); ``ctx.backward`` weighs a loss over the batch by the process's share. ``name`` (default: the class name) keys the state and the
 logged loss terms; two callbacks in one run need different names.
 """
 
@@ -56,10 +62,14 @@ class LoopContext:
     run_dir: Any = None
     extra: dict = field(default_factory=dict)  # free room for cooperating callbacks
     logged: dict = field(default_factory=dict)  # values logged this micro-batch (see log_term)
+    # this process's weight for a loss over its share of the batch (1 with one process; see the loop)
+    batch_weight: Any = 1.0
 
     def backward(self, loss: torch.Tensor) -> None:
-        """Backward through accelerate (scales for gradient accumulation and mixed precision)."""
-        self.accelerator.backward(loss)
+        """Backward of a loss over this step's batch (a mean, as the task loss), through accelerate
+        (gradient accumulation, mixed precision). With several processes it is weighted by
+        ``batch_weight``, as the task loss is, so the averaged gradient is the whole batch's."""
+        self.accelerator.backward(loss * self.batch_weight if self.accelerator.num_processes > 1 else loss)
 
     def log_term(self, name: str, value: torch.Tensor) -> None:
         """Log a value of this micro-batch beside the loss (``train_<name>`` in the history, trackers and

@@ -3,7 +3,10 @@
 A checkpoint folder holds the trainable weights (safetensors), optimizer and scheduler state
 (``torch.save``; read back with ``weights_only=True``, so nothing is unpickled beyond tensors and
 plain containers), the RNG states, the loop's counters and the callbacks' state (their tensors in
-``callbacks.safetensors``, the rest in ``state.json``). It is written to a temporary folder
+``callbacks.safetensors``, the rest in ``state.json``); in a run of several processes, process r's
+RNG and callback states in ``rank-r/`` (the loop counters count global batches, so any number of
+processes can resume it). Under FSDP / DeepSpeed the weights and optimizer state are the engine's own,
+written by accelerate's ``save_state`` into ``engine/`` (:func:`save_engine_checkpoint`). It is written to a temporary folder
 and swapped in with one rename, so ``kill -9`` at any moment leaves either the previous complete
 checkpoint or the new one.
 """
@@ -19,11 +22,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import TuneforgeError
+from ..errors import ConfigError, TuneforgeError
 from ..methods.base import trainable_tensors
-from ..paths import atomic_dir, recover_dir
+from ..paths import atomic_dir, new_temporary_dir, recover_dir, swap_in_dir
 
 CHECKPOINT_DIR = "checkpoint"
+ENGINE_STATE_DIR = "engine"  # accelerate's save_state inside a checkpoint, under FSDP / DeepSpeed
 
 
 def _split_callback_state(saved: dict[str, dict]) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -48,22 +52,51 @@ def _join_callback_state(plain: dict, tensors: dict[str, torch.Tensor]) -> dict[
     return joined
 
 
-def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, callbacks: dict | None = None) -> None:
+def rank_state(callbacks: dict | None = None) -> dict:
+    """What differs between the processes of a run: RNG states and callback states (this process's)."""
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"cuda{i}"] = s
     py_version, py_state, py_gauss = random.getstate()
-    plain, tensors = _split_callback_state(callbacks or {})
-    state = dict(state, python_rng=[py_version, list(py_state), py_gauss], callbacks=plain)
+    return {"rng": rng, "python_rng": [py_version, list(py_state), py_gauss], "callbacks": callbacks or {}}
+
+
+def _write_rank_state(folder: Path, ranked: dict) -> dict:
+    """Tensors to ``rng.safetensors`` / ``callbacks.safetensors`` in ``folder``; returns the JSON part."""
+    plain, tensors = _split_callback_state(ranked["callbacks"])
+    if tensors:
+        save_file(tensors, str(folder / "callbacks.safetensors"))
+    save_file(ranked["rng"], str(folder / "rng.safetensors"))
+    return {"python_rng": ranked["python_rng"], "callbacks": plain}
+
+
+def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, ranks: list[dict]) -> None:
+    """Write the checkpoint; ``ranks[r]`` is process r's :func:`rank_state` (one entry with one process).
+
+    Weights, optimizer, scheduler and loop counters are the same in every process and written once;
+    process 0's RNG and callback state sit beside them (the single-process layout), process r's in
+    ``rank-r/``.
+    """
     with atomic_dir(Path(run_dir) / CHECKPOINT_DIR) as tmp:
-        if tensors:
-            save_file(tensors, str(tmp / "callbacks.safetensors"))
+        top = _write_rank_state(tmp, ranks[0])
+        for r, ranked in enumerate(ranks[1:], start=1):
+            (tmp / f"rank-{r}").mkdir()
+            extra = _write_rank_state(tmp / f"rank-{r}", ranked)
+            (tmp / f"rank-{r}" / "state.json").write_text(json.dumps(extra), encoding="utf-8")
         save_file(trainable_tensors(model), str(tmp / "trainable.safetensors"))
-        save_file(rng, str(tmp / "rng.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+        full = dict(state, world_size=len(ranks), **top)
+        (tmp / "state.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_torch(path: Path):
+    return torch.load(path, weights_only=True)
 
 
 def _read(path: Path, reader):
@@ -78,34 +111,82 @@ def _read(path: Path, reader):
         ) from None
 
 
-def load_checkpoint(run_dir: Path, model, optimizer, scheduler) -> dict | None:
+def save_engine_checkpoint(accelerator, run_dir: Path, scheduler, state: dict, ranks: list[dict] | None) -> None:
+    """The checkpoint when FSDP or DeepSpeed splits the weights or optimizer state over the processes.
+
+    Every process calls it: accelerate's ``save_state`` writes the model and optimizer as the engine
+    keeps them (each process its part), process 0 adds the scheduler, the loop state and every
+    process's RNG and callback state (``ranks``, its :func:`gather_to_main`), and swaps the folder in.
+    Such a checkpoint resumes on the same number of processes (the parts are per process).
+    """
+    from ..distributed import barrier, broadcast, is_main
+
+    final = Path(run_dir) / CHECKPOINT_DIR
+    tmp = Path(broadcast(str(new_temporary_dir(final)) if is_main() else None))
+    accelerator.save_state(str(tmp / ENGINE_STATE_DIR))
+    barrier()
+    if is_main():
+        top = _write_rank_state(tmp, ranks[0])
+        for r, ranked in enumerate(ranks[1:], start=1):
+            (tmp / f"rank-{r}").mkdir()
+            extra = _write_rank_state(tmp / f"rank-{r}", ranked)
+            (tmp / f"rank-{r}" / "state.json").write_text(json.dumps(extra), encoding="utf-8")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        full = dict(state, world_size=len(ranks), engine_state=ENGINE_STATE_DIR, **top)
+        (tmp / "state.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
+        swap_in_dir(tmp, final)
+    barrier()
+
+
+def load_checkpoint(run_dir: Path, model, optimizer, scheduler, rank: int = 0, accelerator=None) -> dict | None:
     """Restore everything in place and return the loop state; None if there is no checkpoint.
 
-    The callbacks' saved states come back under ``state["callbacks"]`` (name -> state dict).
+    ``rank``: this process; it gets its own RNG and callback states back when the checkpoint has them
+    (``state["rank_state_found"]``), else process 0's callback states and no RNG change (the caller
+    seeds it). The callbacks' states come back under ``state["callbacks"]`` (name -> state dict);
+    ``state["world_size"]`` is how many processes wrote it.
     """
     folder = recover_dir(Path(run_dir) / CHECKPOINT_DIR)
     if folder is None or not (folder / "state.json").exists():
         return None
-    weights = _read(folder / "trainable.safetensors", lambda p: load_file(str(p)))
-    missing = set(weights) - set(model.state_dict())
-    if missing:
-        raise TuneforgeError(
-            f"{folder}: the checkpoint does not match the model (unexpected {sorted(missing)[:3]}); "
-            "resume with the config the run started with"
-        )
-    model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(_read(folder / "optimizer.pt", lambda p: torch.load(p, weights_only=True)))
-    scheduler.load_state_dict(_read(folder / "scheduler.pt", lambda p: torch.load(p, weights_only=True)))
-    rng = _read(folder / "rng.safetensors", lambda p: load_file(str(p)))
-    torch.set_rng_state(rng["torch"])
-    if torch.cuda.is_available():
-        states = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda"))]
-        if states:
-            torch.cuda.set_rng_state_all(states)
-    state = _read(folder / "state.json", lambda p: json.loads(p.read_text(encoding="utf-8")))
-    version, py_state, gauss = state.pop("python_rng")
-    random.setstate((version, tuple(py_state), gauss))
-    extra = folder / "callbacks.safetensors"
+    state = _read(folder / "state.json", _read_json)
+    state.setdefault("world_size", 1)
+    if state.get("engine_state"):
+        # written by save_engine_checkpoint: the engine's own files, one part per process
+        world = accelerator.num_processes if accelerator is not None else 1
+        if accelerator is None or state["world_size"] != world:
+            raise ConfigError(
+                f"{folder}: this checkpoint was written by FSDP/DeepSpeed on {state['world_size']} processes, "
+                f"which keep a part each; resume it with the same accelerate config on {state['world_size']} processes"
+            )
+        accelerator.load_state(str(folder / state.pop("engine_state")))
+    else:
+        weights = _read(folder / "trainable.safetensors", lambda p: load_file(str(p)))
+        missing = set(weights) - set(model.state_dict())
+        if missing:
+            raise TuneforgeError(
+                f"{folder}: the checkpoint does not match the model (unexpected {sorted(missing)[:3]}); "
+                "resume with the config the run started with"
+            )
+        model.load_state_dict(weights, strict=False)
+        optimizer.load_state_dict(_read(folder / "optimizer.pt", _read_torch))
+    scheduler.load_state_dict(_read(folder / "scheduler.pt", _read_torch))
+    own = folder if rank == 0 else folder / f"rank-{rank}"
+    found = (own / "rng.safetensors").exists()
+    source = own if found else folder
+    ranked = state if source == folder else _read(own / "state.json", _read_json)
+    if found:
+        rng = _read(own / "rng.safetensors", lambda p: load_file(str(p)))
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available():
+            states = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda"))]
+            if states:
+                torch.cuda.set_rng_state_all(states)
+        version, py_state, gauss = ranked["python_rng"]
+        random.setstate((version, tuple(py_state), gauss))
+    state.pop("python_rng", None)
+    extra = source / "callbacks.safetensors"
     tensors = _read(extra, lambda p: load_file(str(p))) if extra.exists() else {}
-    state["callbacks"] = _join_callback_state(state.get("callbacks") or {}, tensors)
+    state["callbacks"] = _join_callback_state(ranked.get("callbacks") or {}, tensors)
+    state["rank_state_found"] = found
     return state

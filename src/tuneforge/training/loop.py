@@ -23,7 +23,9 @@ from torch.utils.data import DataLoader
 from ..config import TrainingConfig
 from ..data.encode import length_grouped_batches
 from .callbacks import Callback, CallbackList, LoopContext
-from .checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from ..distributed import alone, gather_to_main
+from ..paths import recover_dir
+from .checkpoint import CHECKPOINT_DIR, load_checkpoint, rank_state, save_checkpoint, save_engine_checkpoint
 
 
 @dataclass
@@ -124,6 +126,7 @@ def train_loop(
     metric_for_best: str = "f1",
     greater_is_better: bool = True,
     tracker_config: dict | None = None,
+    loss_units: Callable[[dict], object] | None = None,
 ) -> LoopResult:
     """Train ``model`` on ``train_items``; ``evaluate(model)`` returns the dev metrics of an epoch.
 
@@ -152,8 +155,27 @@ def train_loop(
     optimizer, scheduler, RNG, counters and callback state) and ends exactly where an uninterrupted
     run with the same seed would. ``compute_loss(model, batch) -> (loss, outputs)`` replaces the
     model's own loss when a task needs another (class weights, say).
+
+    **Several processes** (DDP through accelerate; ``tuneforge train --num-processes N``, torchrun,
+    ``accelerate launch``): ``cfg.batch_size`` is the *global* batch. Every process draws the same
+    length-grouped batches (seeded by ``cfg.seed`` and the epoch) and takes every N-th member of each,
+    starting at its rank (:func:`process_shares`), so each example trains exactly once an epoch, the
+    shares of a batch have similar lengths, and every process runs the same number of steps (no DDP
+    hang). A process whose share of a batch is empty (a last batch smaller than N) runs that batch's
+    first member with weight 0: it joins the gradient all-reduce and adds nothing. Each process's loss
+    is weighted by its share of ``loss_units(batch)`` (what the loss averages over: labelled tokens,
+    texts), so the averaged gradient is the one a single process computes on the whole batch; the
+    logged loss, samples and tokens are the whole batch's. Optimizer steps, schedule and checkpoints
+    count global batches, so a checkpoint resumes on any number of processes. Seeds: the model is
+    initialised from ``cfg.seed`` in every process (DDP also broadcasts process 0's weights); dropout
+    and other training randomness in process r draw from ``cfg.seed + r`` (process 0 = a single-process run).
+    Under FSDP or DeepSpeed (an accelerate config) the engine keeps part of the optimizer state (and,
+    FSDP / ZeRO-3, of the weights) in each process: checkpoints are then the engine's own
+    (:func:`~.checkpoint.save_engine_checkpoint`, resumable on the same number of processes), and with
+    split weights every process evaluates all of dev and the best model is saved from the gathered weights.
     """
     from accelerate import Accelerator
+    from accelerate.data_loader import prepare_data_loader
     from accelerate.utils import send_to_device, set_seed
     from transformers import get_linear_schedule_with_warmup
 
@@ -161,13 +183,11 @@ def train_loop(
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    set_seed(cfg.seed)
     probe = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(cfg.precision, probe)
-    if precision == "bf16" and probe.type == "cpu" and not cpu_has_native_bf16():
-        print("warning: training.precision bf16 on a CPU without AVX512-BF16/AMX runs emulated and slow")
     trackers = make_trackers(cfg.report_to, run_dir)
     accelerator = Accelerator(
+        cpu=probe.type == "cpu",  # without it accelerate takes a torchrun launch on CPU for one process
         # bf16 autocast is applied by the loop itself (task_loss below), not through accelerate: its
         # state is a process-wide singleton that refuses a second run with another precision
         # (a notebook, `compare --in-process`, the test suite).
@@ -176,12 +196,18 @@ def train_loop(
         step_scheduler_with_optimizer=False,
         log_with=trackers or None,
     )
+    rank, world = accelerator.process_index, accelerator.num_processes
+    set_seed(cfg.seed, device_specific=True)  # cfg.seed + rank
+    if precision == "bf16" and probe.type == "cpu" and not cpu_has_native_bf16():
+        accelerator.print("warning: training.precision bf16 on a CPU without AVX512-BF16/AMX runs emulated and slow")
+    units_of = loss_units or (lambda batch: batch["input_ids"].shape[0])
     batches_per_epoch = math.ceil(len(train_items) / cfg.batch_size)
     updates_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
     total_updates = updates_per_epoch * cfg.epochs
     optimizer = build_optimizer(model, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_updates), total_updates)
     model, optimizer = accelerator.prepare(model, optimizer)
+    weights_split, optimizer_split = split_state(accelerator)
     hooks = CallbackList(callbacks)
 
     state = {
@@ -191,8 +217,16 @@ def train_loop(
         "step_log": [], "log_loss_sum": 0.0, "log_loss_count": 0, "epoch_terms": {}, "log_terms": {},
     }
     if resume:
-        restored = load_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler)
+        if accelerator.is_main_process:
+            recover_dir(run_dir / CHECKPOINT_DIR)  # one process repairs an interrupted swap, then all read
+        accelerator.wait_for_everyone()
+        restored = load_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler, rank=rank,
+                                   accelerator=accelerator)
         if restored is not None:
+            saved_world = restored.pop("world_size", 1)
+            if not restored.pop("rank_state_found", True):
+                # this process had no counterpart when the checkpoint was written: a fresh stream of its own
+                set_seed(cfg.seed + rank + 1_000_003 * (restored["global_step"] + 1))
             missing = hooks.load_state_dict(restored.pop("callbacks", {}))
             if missing:
                 accelerator.print(f"warning: the checkpoint holds no state for callback(s) {', '.join(missing)}; "
@@ -201,6 +235,7 @@ def train_loop(
             accelerator.print(
                 f"resuming from {run_dir / CHECKPOINT_DIR}: epoch {state['epoch'] + 1}, "
                 f"step {state['step_in_epoch']} of {batches_per_epoch}"
+                + (f" (saved by {saved_world} process(es), resumed on {world})" if saved_world != world else "")
             )
 
     def task_loss(batch: dict):
@@ -214,8 +249,12 @@ def train_loop(
                       state=state, compute_loss=task_loss, run_dir=run_dir)
 
     def checkpoint() -> None:
-        if accelerator.is_main_process:
-            save_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler, state, hooks.state_dict())
+        # every process hands its RNG and callback state to process 0, which writes them all
+        ranks = gather_to_main(rank_state(hooks.state_dict()))
+        if optimizer_split:  # each process holds a part: the engine writes its own (all processes)
+            save_engine_checkpoint(accelerator, run_dir, scheduler, state, ranks)
+        elif accelerator.is_main_process:
+            save_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler, state, ranks)
 
     if trackers:
         accelerator.init_trackers("tuneforge", config=tracker_config)
@@ -224,14 +263,19 @@ def train_loop(
     while state["epoch"] < cfg.epochs and not state["done"]:
         epoch = state["epoch"]
         batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
+        shares, weightless = process_shares(batches, rank, world)
         # A private generator: starting a DataLoader iterator otherwise draws a seed from the global
         # RNG, which would shift every dropout mask after a mid-epoch resume.
         # The loader yields lists of items; collation happens in the step, after ``on_batch_items``:
         # accelerate's loader reads one batch ahead, so a hook with state (a replay memory's RNG)
         # inside collate_fn would run a step early and a resumed run would draw differently.
-        loader = accelerator.prepare(
-            DataLoader(train_items, batch_sampler=batches, collate_fn=list,
-                       generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        # prepare_data_loader with one process: this process's shares as they are (accelerate's own
+        # sharding would pad short batches with repeated examples, or give processes different numbers
+        # of batches), in accelerate's loader, which tells ``accumulate`` where the epoch ends.
+        loader = prepare_data_loader(
+            DataLoader(train_items, batch_sampler=shares, collate_fn=list,
+                       generator=torch.Generator().manual_seed(cfg.seed + epoch)),
+            num_processes=1, process_index=0, put_on_device=False,
         )
         if state["step_in_epoch"]:
             loader = accelerator.skip_first_batches(loader, state["step_in_epoch"])
@@ -239,19 +283,36 @@ def train_loop(
         model.train()
         progress = _progress(cfg, accelerator, batches_per_epoch, state["step_in_epoch"], epoch)
         epoch_sums, log_sums = _RunningLoss(state, "epoch", accelerator.device), _RunningLoss(state, "log", accelerator.device)
+        counted = _Counted(state)
         started = log_started = time.perf_counter()
         tokens_here = log_tokens = 0
         for items in loader:
-            batch = collate(hooks.on_batch_items(ctx, items) if hooks else items)
+            weightless_step = state["step_in_epoch"] in weightless
+            batch = collate(hooks.on_batch_items(ctx, items) if hooks and not weightless_step else items)
             batch = send_to_device(batch, accelerator.device)
             n_tokens = batch.pop("n_tokens")
             n_tokens = int(n_tokens.sum()) if torch.is_tensor(n_tokens) else int(n_tokens)
+            n_rows = batch["input_ids"].shape[0]
             with accelerator.accumulate(model):
                 hooks.call("before_forward", ctx, batch)
                 loss, outputs = task_loss(batch)
                 hooks.call("after_forward", ctx, batch, outputs, loss)
                 terms = hooks.extra_loss(ctx, batch, outputs) if hooks else {}
-                accelerator.backward(loss + sum(terms.values()) if terms else loss)
+                if world > 1:
+                    # one all-reduce: the whole batch's units, loss sum, rows and tokens
+                    units = 0 if weightless_step else units_of(batch)
+                    mine = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=loss.device) for v in
+                                        (units, loss.detach().float() * units, 0 if weightless_step else n_rows,
+                                         0 if weightless_step else n_tokens)])
+                    total = accelerator.reduce(mine, reduction="sum")
+                    # DDP averages the processes' gradients: weigh each by its share of the units
+                    ctx.batch_weight = mine[0] * world / total[0].clamp_min(1e-12)
+                    loss_logged, n_rows, n_tokens = total[1] / total[0].clamp_min(1e-12), total[2], total[3]
+                    accelerator.backward(loss * ctx.batch_weight + sum(terms.values()) if terms
+                                         else loss * ctx.batch_weight)
+                else:
+                    loss_logged = loss
+                    accelerator.backward(loss + sum(terms.values()) if terms else loss)
                 hooks.call("after_backward", ctx, batch)
                 if ctx.logged:  # values a callback logged (ctx.log_term): averaged and logged like the terms
                     terms, ctx.logged = {**terms, **ctx.logged}, {}
@@ -265,13 +326,12 @@ def train_loop(
                     hooks.call("after_optimizer_step", ctx)
                 optimizer.zero_grad(set_to_none=True)
             del outputs
-            epoch_sums.add(loss, terms)
-            log_sums.add(loss, terms)
+            epoch_sums.add(loss_logged, terms)
+            log_sums.add(loss_logged, terms)
             tokens_here += n_tokens
             log_tokens += n_tokens
             state["step_in_epoch"] += 1
-            state["train_samples"] += batch["input_ids"].shape[0]
-            state["train_tokens"] += n_tokens
+            counted.add(n_rows, n_tokens)
             if accelerator.sync_gradients:
                 state["global_step"] += 1
                 if state["global_step"] % cfg.log_every_steps == 0:
@@ -288,7 +348,7 @@ def train_loop(
                         elapsed = time.perf_counter() - log_started
                         accelerator.log(
                             {f"train/{k}": v for k, v in entry.items() if k != "step"}
-                            | {"train/tokens_per_second": log_tokens / max(elapsed, 1e-9)},
+                            | {"train/tokens_per_second": float(log_tokens) / max(elapsed, 1e-9)},
                             step=state["global_step"],
                         )
                     log_tokens, log_started = 0, time.perf_counter()
@@ -298,7 +358,7 @@ def train_loop(
                     elapsed = time.perf_counter() - started
                     progress.set_postfix(
                         loss=f"{epoch_sums.peek():.4f}",
-                        tok_s=f"{tokens_here / max(elapsed, 1e-9):,.0f}",
+                        tok_s=f"{float(tokens_here) / max(elapsed, 1e-9):,.0f}",
                     )
             hooks.call("on_step_end", ctx)
             if (
@@ -309,6 +369,7 @@ def train_loop(
             ):
                 epoch_sums.fold()
                 log_sums.fold()
+                counted.fold()
                 state["train_seconds"] += time.perf_counter() - started
                 started = time.perf_counter()
                 checkpoint()
@@ -317,12 +378,19 @@ def train_loop(
         state["train_seconds"] += time.perf_counter() - started
         epoch_sums.fold()
         log_sums.fold()
+        counted.fold()
         means = epoch_sums.means()
         record = {"epoch": epoch + 1, "train_loss": means.pop("loss")}
         record.update({f"train_{key}": value for key, value in means.items()})
         improved = True
         if evaluate is not None:
-            dev = evaluate(accelerator.unwrap_model(model))
+            if weights_split:
+                # each forward gathers the split weights, a collective every process must join as often:
+                # so every process evaluates all of dev (same metrics everywhere, no speed-up)
+                with alone():
+                    dev = evaluate(accelerator.unwrap_model(model))
+            else:
+                dev = evaluate(accelerator.unwrap_model(model))
             hooks.call("on_evaluate", ctx, dev)
             if metric_for_best not in dev:
                 from ..errors import ConfigError
@@ -344,7 +412,11 @@ def train_loop(
                                 step=state["global_step"])
         else:
             state["best_epoch"] = epoch + 1
-        if improved and accelerator.is_main_process:
+        if improved and weights_split:
+            full = accelerator.get_state_dict(model)  # every process takes part; the whole weights in process 0
+            if accelerator.is_main_process:
+                save_best(accelerator.unwrap_model(model), full)
+        elif improved and accelerator.is_main_process:
             save_best(accelerator.unwrap_model(model))
         state["history"].append(record)
         hooks.call("on_epoch_end", ctx, record)
@@ -373,6 +445,53 @@ def train_loop(
         step_log=state["step_log"],
         metric_for_best=metric_for_best,
     )
+
+
+def split_state(accelerator) -> tuple[bool, bool]:
+    """(weights split over the processes, optimizer state split): FSDP splits both, DeepSpeed ZeRO the
+    optimizer state (stages 1-2) or both (stage 3); DDP neither."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.FSDP:
+        return True, True
+    if kind == DistributedType.DEEPSPEED:
+        return accelerator.state.deepspeed_plugin.zero_stage == 3, True
+    return False, False
+
+
+class _Counted:
+    """Training samples and tokens seen, folded into ``state`` where the loss sums fold: with several
+    processes they are the whole batch's counts, device tensors from the step's all-reduce, read
+    (one host sync) only here."""
+
+    def __init__(self, state: dict):
+        self.state, self.samples, self.tokens = state, 0, 0
+
+    def add(self, samples, tokens) -> None:
+        self.samples += samples
+        self.tokens += tokens
+
+    def fold(self) -> None:
+        self.state["train_samples"] += int(self.samples)
+        self.state["train_tokens"] += int(self.tokens)
+        self.samples = self.tokens = 0
+
+
+def process_shares(batches: list[list[int]], rank: int, world: int) -> tuple[list[list[int]], set[int]]:
+    """Process ``rank``'s members of each global batch, and the steps where its share is empty.
+
+    A share is every ``world``-th member from ``rank`` on: a length-grouped batch is sorted by length,
+    so the shares of one batch have about the same lengths and no process waits long for another.
+    Every process gets one share per batch, so all run the same number of steps (DDP needs that). An
+    empty share (a batch with fewer members than processes) is filled with the batch's first member
+    and listed in the returned set: the loop runs it with weight 0. With one process: the batches.
+    """
+    if world == 1:
+        return batches, set()
+    shares = [batch[rank::world] for batch in batches]
+    empty = {i for i, members in enumerate(shares) if not members}
+    return [members or batch[:1] for members, batch in zip(shares, batches)], empty
 
 
 class _RunningLoss:
