@@ -37,6 +37,7 @@ from .training.callbacks import Callback
 from .training.checkpoint import CHECKPOINT_DIR
 from .training.loop import LoopResult, resolve_precision, train_loop
 from .training.regimes import regime_callbacks
+from .vocab import extend_for_run
 
 
 @dataclass
@@ -75,6 +76,10 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
 
     task = make_task(cfg)
     data = task.prepare_data()
+    requested = cfg
+    if cfg.vocab is not None:
+        # the extended model (RUN/vocab) becomes the base everything below loads, saves and records
+        task.cfg = cfg = extend_for_run(cfg, task, data, run_dir)
     torch.manual_seed(cfg.training.seed)  # the new head's initialisation is part of the seed's promise
     tokenizer = task.load_tokenizer()
     model = task.build_model(data.labels)
@@ -99,16 +104,17 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
         save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta)
 
     metric, greater = metric_for_best(cfg.training, task)
+    collate = task.collator(tokenizer)
     result = train_loop(
-        model, items, lengths, task.collator(tokenizer), cfg.training, run_dir,
+        model, items, lengths, collate, cfg.training, run_dir,
         evaluate_dev if dev else None, save_best, resume=resume,
-        callbacks=[*regime_callbacks(cfg, task), *callbacks], compute_loss=task.loss,
+        callbacks=[*task.callbacks(), *regime_callbacks(cfg, task), *callbacks], compute_loss=task.loss,
         metric_for_best=metric, greater_is_better=greater, tracker_config=_flat_config(cfg),
     )
 
     # Final numbers come from the saved best model, read back from disk: what users will load.
     predictor = load_predictor(run_dir)
-    metrics = _run_metrics(cfg, method.name, trainable, total, result, data.report)
+    metrics = _run_metrics(requested, method.name, trainable, total, result, data.report)
     metrics.update(task.final_metrics(predictor))
     report_parts = []
     for name in ("dev", "test"):
