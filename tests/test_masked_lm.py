@@ -218,7 +218,7 @@ def test_a_fine_tuning_run_starts_from_the_pretrained_folder(mlm_run, tmp_path, 
 
 def test_resume_is_exact_with_dynamic_masking(tiny_bert, tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt", (ENGLISH + CHINESE) * 6)
-    cfg = mlm_config(tiny_bert, corpus, tmp_path / "killed", epochs=3, checkpoint_every_steps=1)
+    cfg = mlm_config(tiny_bert, corpus, tmp_path / "killed", epochs=2, checkpoint_every_steps=4)
 
     def stop(step):
         if step == 9:  # mid-epoch 2 (6 steps an epoch; the checkpoint of step 8 survives)

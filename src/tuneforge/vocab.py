@@ -72,6 +72,8 @@ class TokenStats:
 
 def token_stats(tokenizer, inputs: Sequence[TokenizerInput], batch_size: int = 2000) -> TokenStats:
     """Tokenise ``inputs`` (texts, or word lists as NER files hold them) without special tokens and count."""
+    from .data.encode import long_inputs_expected
+
     stats = TokenStats(texts=len(inputs))
     unk_id = tokenizer.unk_token_id
     for start in range(0, len(inputs), batch_size):
@@ -79,7 +81,8 @@ def token_stats(tokenizer, inputs: Sequence[TokenizerInput], batch_size: int = 2
         split = bool(chunk) and not isinstance(chunk[0], str)
         if split:
             chunk = [list(words) for words in chunk]
-        ids = tokenizer(chunk, is_split_into_words=split, add_special_tokens=False)["input_ids"]
+        with long_inputs_expected():  # only counted
+            ids = tokenizer(chunk, is_split_into_words=split, add_special_tokens=False)["input_ids"]
         for item, row in zip(chunk, ids):
             text = "".join(item) if split else item
             stats.characters += sum(1 for ch in text if not ch.isspace())

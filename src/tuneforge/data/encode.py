@@ -11,6 +11,7 @@ The seed's three bugs are fixed here:
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -318,6 +319,20 @@ def sequence_template(tokenizer) -> SequenceTemplate:
 LONG_TEXT_STRATEGIES = ("head", "tail", "head_tail", "windows")
 
 
+@contextmanager
+def long_inputs_expected():
+    """Silence transformers' "sequence longer than the maximum" warning where the caller windows,
+    packs or only counts long texts (it would be noise, not a problem)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def long_text_spans(
     n_tokens: int, budget: int, strategy: str, head_fraction: float = 0.25, stride: int = 0
 ) -> list[list[tuple[int, int]]]:
@@ -399,18 +414,12 @@ def encode_texts(
     Every input of a long text carries the text's label, so with ``windows`` training sees the
     whole document and inference pools the windows' logits.
     """
-    from transformers.utils import logging as hf_logging
-
     template = sequence_template(tokenizer)
     stats = TextEncodeStats(examples=len(examples), strategy=long_text)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "sequence longer than the maximum" is expected: we handle it below
-    try:
+    with long_inputs_expected():  # we handle texts longer than the model's maximum below
         firsts = tokenizer([ex.text for ex in examples], add_special_tokens=False)["input_ids"] if examples else []
         pair_texts = [ex.text_pair for ex in examples if getattr(ex, "text_pair", None) is not None]
         seconds = iter(tokenizer(pair_texts, add_special_tokens=False)["input_ids"] if pair_texts else [])
-    finally:
-        hf_logging.set_verbosity(verbosity)
     inputs: list[TextInput] = []
     for index, (ex, first) in enumerate(zip(examples, firsts)):
         second = next(seconds) if getattr(ex, "text_pair", None) is not None else None
@@ -488,7 +497,7 @@ NO_GROUP = -1  # special tokens and document separators: never masked
 def _jieba():
     try:
         import jieba
-    except ImportError:  # pragma: no cover - jieba is a dependency; a stripped install gets a clear line
+    except ImportError:  # pragma: no cover - jieba is a dependency; an install without it gets a clear line
         from ..errors import ConfigError
 
         raise ConfigError("task.chinese_segmentation jieba needs the jieba package (pip install jieba); "
@@ -510,11 +519,13 @@ def word_groups(tokenizer, texts: Sequence[str], whole_word: bool = True, chines
     neighbouring Chinese characters the segmenter (``chinese="jieba"``) puts in one word share a unit;
     ``chinese="characters"`` masks Chinese character by character. ``whole_word=False``: every token
     is its own unit."""
-    segmenter = _jieba() if whole_word and chinese == "jieba" else None
+    segment = whole_word and chinese == "jieba"
+    segmenter = None  # jieba loads its dictionary (about a second) only when Chinese text comes
     out = []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
-        enc = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=bool(segmenter))
+        with long_inputs_expected():  # documents are packed into blocks
+            enc = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=segment)
         for i, text in enumerate(chunk):
             ids = list(enc["input_ids"][i])
             if not whole_word:
@@ -522,7 +533,8 @@ def word_groups(tokenizer, texts: Sequence[str], whole_word: bool = True, chines
                 continue
             words = enc.word_ids(i)
             cjk_word = None
-            if segmenter is not None and any(_is_cjk(ch) for ch in text):
+            if segment and any(_is_cjk(ch) for ch in text):
+                segmenter = segmenter or _jieba()
                 cjk_word = {}
                 for k, (_, begin, end) in enumerate(segmenter.tokenize(text)):
                     for pos in range(begin, end):
