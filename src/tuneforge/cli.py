@@ -1,4 +1,4 @@
-"""`tuneforge train|eval|predict|compare|export|data …` — parses arguments and calls the Python API."""
+"""`tuneforge train|eval|predict|compare|export|vocab|data …` — parses arguments and calls the Python API."""
 
 from __future__ import annotations
 
@@ -274,6 +274,47 @@ def _add_perturb(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same noisy copy (default 0)")
 
 
+def _vocab_text_sets(args) -> dict:
+    """``--corpus`` (raw text) and ``--labelled`` (CoNLL / token JSONL, words read as the NER task reads them)."""
+    from .data.readers import read_documents, read_token_file
+
+    sets = {}
+    if args.corpus:
+        sets["corpus"] = [d.text for d in read_documents(args.corpus, text_key=args.text_column)]
+    for path in args.labelled or []:
+        sets[Path(path).name] = [ex.words for ex in read_token_file(path, tag_column=None)]
+    return sets
+
+
+def _cmd_vocab_extend(args) -> int:
+    from .paths import check_output_path
+    from .vocab import extend_vocabulary
+
+    out = check_output_path(args.out, "--out", folder=True)
+    if out.exists() and any(out.iterdir()):
+        raise TuneforgeError(f"{out}: output folder is not empty; choose a new folder")
+    sets = _vocab_text_sets(args)
+    corpus = sets.pop("corpus")
+    result = extend_vocabulary(
+        args.model, corpus, args.add, out, reports=sets, kinds=args.kinds, min_count=args.min_count,
+        min_pieces=args.min_pieces, init=args.init, noise_std=args.noise_std, seed=args.seed,
+    )
+    print(result.describe())
+    return 0
+
+
+def _cmd_vocab_stats(args) -> int:
+    from .models import load_tokenizer
+    from .vocab import format_stats_table, token_stats
+
+    if not args.corpus and not args.labelled:
+        raise TuneforgeError("vocab stats: give --corpus and/or --labelled files to measure")
+    tokenizer = load_tokenizer(args.model)
+    print(format_stats_table({name: {"before": token_stats(tokenizer, texts).as_dict()}
+                              for name, texts in _vocab_text_sets(args).items()}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.readers import SCHEMES
 
@@ -338,6 +379,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", action="store_true", help="an ONNX model folder for ONNX Runtime (methods folded first)")
     p.add_argument("--quantize", choices=["int8"], help="with --onnx: also write ONNX Runtime's dynamic int8 model")
     p.set_defaults(func=_cmd_export)
+
+    vocab = sub.add_parser("vocab", help="measure a tokenizer on text, extend its vocabulary").add_subparsers(
+        dest="vocab_command", required=True)
+    p = vocab.add_parser("extend", help="add the characters/words a corpus needs most; resize and initialise embeddings")
+    p.add_argument("--model", required=True, help="base model: hub name, folder or pkg:PACKAGE/path")
+    p.add_argument("--corpus", required=True, nargs="+", help="raw text: .txt (one document a line), .jsonl, folders")
+    p.add_argument("--add", required=True, type=int, help="how many entries to add at most")
+    p.add_argument("--out", required=True, help="folder for the extended model, tokenizer and vocab_extension.json")
+    p.add_argument("--labelled", nargs="*", help="CoNLL / token JSONL files to report [UNK] rate and pieces per char on")
+    p.add_argument("--kinds", default="both", choices=["characters", "words", "both"])
+    p.add_argument("--min-count", type=int, default=2, help="ignore candidates seen fewer times")
+    p.add_argument("--min-pieces", type=int, default=3, help="a word is a candidate from this many pieces on")
+    p.add_argument("--init", default="pieces", choices=["pieces", "mean"],
+                   help="new rows: mean of the old pieces (else the mean row), or the mean row")
+    p.add_argument("--noise-std", type=float, default=0.01, help="Gaussian noise added to each new row")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--text-column", default="text", help="the text key of .jsonl corpus files")
+    p.set_defaults(func=_cmd_vocab_extend)
+    p = vocab.add_parser("stats", help="[UNK] rate and pieces per character of a tokenizer on some text")
+    p.add_argument("--model", required=True)
+    p.add_argument("--corpus", nargs="*", help="raw text: .txt (one document a line), .jsonl, folders")
+    p.add_argument("--labelled", nargs="*", help="CoNLL / token JSONL files")
+    p.add_argument("--text-column", default="text")
+    p.set_defaults(func=_cmd_vocab_stats)
 
     data = sub.add_parser("data", help="inspect, split and perturb data files").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("split", help="make train/dev/test files from one file, deterministic by seed")

@@ -199,6 +199,9 @@ class LoraMethodConfig(_Strict):
     )
     use_dora: bool = False
     use_rslora: bool = False
+    train_new_tokens: bool = Field(
+        default=True, description="train the embedding rows a vocabulary extension added (peft trainable tokens)"
+    )
 
 
 class IA3MethodConfig(_Strict):
@@ -280,6 +283,27 @@ ADVERSARIAL_METHODS = ("fgm", "pgd", "rdrop")
 _UNION_SECTIONS = {"method": ("name", METHOD_NAMES), "adversarial": ("method", ADVERSARIAL_METHODS)}
 
 
+class VocabConfig(_Strict):
+    """Vocabulary extension before the model is built (``tuneforge vocab extend`` as a config block):
+    the ``add`` entries the corpus needs most join the tokenizer, the embeddings grow to match
+    (:mod:`tuneforge.vocab`); the extended model is written to ``RUN/vocab`` and training starts from it."""
+
+    add: int = Field(ge=1, description="how many characters/words to add at most")
+    corpus: Optional[list[str]] = Field(
+        default=None, description="raw text files or folders (.txt one document a line, .jsonl); default: data.train"
+    )
+    kinds: Literal["characters", "words", "both"] = Field(
+        default="both", description="characters that become [UNK], words split into min_pieces or more pieces, or both"
+    )
+    min_count: int = Field(default=2, ge=1, description="ignore candidates seen fewer times in the corpus")
+    min_pieces: int = Field(default=3, ge=2, description="a word is a candidate from this many pieces on")
+    init: Literal["pieces", "mean"] = Field(
+        default="pieces", description="new rows: mean of the old pieces' rows (else the mean row), or the mean row"
+    )
+    noise_std: float = Field(default=0.01, ge=0, description="Gaussian noise added to each new row")
+    seed: int = 42
+
+
 class Config(_Strict):
     """A whole run. ``task``, ``data`` and ``encoding`` are the chosen task's own classes (see
     :func:`config_class`), so every key a task does not define is an error naming it."""
@@ -293,6 +317,7 @@ class Config(_Strict):
     adversarial: Optional[AdversarialConfig] = Field(
         default=None, description="adversarial / consistency training (fgm, pgd, rdrop); none by default"
     )
+    vocab: Optional[VocabConfig] = Field(default=None, description="extend the vocabulary before training")
     output_dir: str = "runs/latest"
 
     @field_validator("output_dir")

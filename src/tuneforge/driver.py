@@ -41,6 +41,7 @@ from .training.callbacks import Callback
 from .training.checkpoint import CHECKPOINT_DIR
 from .training.loop import LoopResult, resolve_precision, train_loop
 from .training.regimes import regime_callbacks
+from .vocab import extend_for_run
 
 
 @dataclass
@@ -95,6 +96,10 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
     """Everything is checked (data, labels, model, window size) before the first file is written."""
     task = make_task(cfg)
     data = task.prepare_data()
+    requested = cfg
+    if cfg.vocab is not None:
+        # the extended model (RUN/vocab) becomes the base everything below loads, saves and records
+        task.cfg = cfg = distributed.main_first(lambda: extend_for_run(cfg, task, data, run_dir))
     torch.manual_seed(cfg.training.seed)  # the new head's initialisation is part of the seed's promise
     tokenizer = task.load_tokenizer()
     model = task.build_model(data.labels)
@@ -104,7 +109,7 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
     trainable, total = count_parameters(model)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        atomic_write_text(run_dir / "config.yaml", requested.to_yaml())  # as given (resume compares it)
 
     items, lengths, stats = task.encode(tokenizer, data.splits["train"], data.labels)
     data.report["encoding"] = stats.describe()
@@ -128,10 +133,11 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
         save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta, state_dict)
 
     metric, greater = metric_for_best(cfg.training, task)
+    collate = task.collator(tokenizer)
     result = train_loop(
-        model, items, lengths, task.collator(tokenizer), cfg.training, run_dir,
+        model, items, lengths, collate, cfg.training, run_dir,
         evaluate_dev if dev else None, save_best, resume=resume,
-        callbacks=[*regime_callbacks(cfg, task), *callbacks], compute_loss=task.loss,
+        callbacks=[*task.callbacks(), *regime_callbacks(cfg, task), *callbacks], compute_loss=task.loss,
         metric_for_best=metric, greater_is_better=greater, tracker_config=_flat_config(cfg),
         loss_units=task.loss_units,
     )
@@ -141,7 +147,7 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
     # filesystem), else process 0 scores alone.
     distributed.barrier()
     scorers = distributed.gather_in_order([(run_dir / MODEL_DIR / META_FILE).exists()])
-    metrics = _run_metrics(cfg, method.name, trainable, total, result, data.report)
+    metrics = _run_metrics(requested, method.name, trainable, total, result, data.report)
     if all(scorers) or distributed.is_main():
         device = str(distributed.init_processes().device) if distributed.world_size() > 1 else None
         # scored as users will predict: the default inference precision, unless the config pins one

@@ -152,8 +152,30 @@ def load_sequence_classifier(
     )
 
 
+def load_masked_lm(
+    name_or_path: str,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    announce_new_head: bool = True,
+):
+    """An ``AutoModelForMaskedLM`` (an encoder with its masked-LM head).
+
+    A base saved without the head (sentence-embedding models such as all-MiniLM-L6-v2 ship the bare
+    encoder) gets a freshly initialised one, said in one line; a decoder-only model is refused.
+    """
+    from transformers import AutoModelForMaskedLM
+
+    if is_causal_model(name_or_path, revision, trust_remote_code):
+        raise ConfigError(
+            f"model.name_or_path: {name_or_path!r} is a decoder-only (causal) model; masked-LM training "
+            "and vocabulary extension need an encoder (BERT, RoBERTa, MiniLM...)"
+        )
+    return _load_with_head(AutoModelForMaskedLM, name_or_path, None, revision, trust_remote_code,
+                           announce_new_head=announce_new_head, head_name="masked-LM head")
+
+
 def _load_with_head(auto_class, name_or_path, labels, revision, trust_remote_code, extra: dict | None = None,
-                    announce_new_head: bool = True):
+                    announce_new_head: bool = True, head_name: str | None = None):
     path = resolve_path(name_or_path)
     kwargs: dict = {"revision": revision, "trust_remote_code": trust_remote_code, **(extra or {})}
     if labels is not None:
@@ -180,6 +202,10 @@ def _load_with_head(auto_class, name_or_path, labels, revision, trust_remote_cod
         from .distributed import print_main
 
         print_main(f"new task head for {len(labels)} labels: {', '.join(sorted(info['missing_keys']))}")
+    elif head_name and announce_new_head and info.get("missing_keys"):
+        from .distributed import print_main
+
+        print_main(f"new {head_name} (the base model has none): {', '.join(sorted(info['missing_keys']))}")
     if getattr(model.config, "pad_token_id", None) is None:
         eos = getattr(model.config, "eos_token_id", None)
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos

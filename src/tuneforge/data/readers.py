@@ -749,3 +749,61 @@ def write_text_file(
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw documents (masked-LM pre-training, vocabulary extension)
+
+DOCUMENT_SUFFIXES = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+
+
+@dataclass
+class DocumentReport:
+    """What :func:`read_documents` read: files, documents, blank lines skipped."""
+
+    files: list[str] = field(default_factory=list)
+    documents: int = 0
+    blank_lines: int = 0
+
+    def describe(self) -> str:
+        text = f"{self.documents:,} documents from {len(self.files)} file(s)"
+        return text + (f"; {self.blank_lines:,} blank line(s) skipped" if self.blank_lines else "")
+
+
+def document_files(path: str | Path) -> list[Path]:
+    """A file, or every ``.txt``/``.jsonl`` file under a folder (sorted, so the order is reproducible)."""
+    resolved = Path(resolve_path(path))
+    if resolved.is_dir():
+        files = sorted(p for p in resolved.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES)
+        if not files:
+            raise DataError(resolved, None, "no .txt or .jsonl files in this folder; give a file or a folder of them")
+        return files
+    return [_open_checked(resolved)]
+
+
+def read_documents(paths: str | Path | Sequence[str | Path], format: str = "auto", text_key: str = "text",
+                   report: DocumentReport | None = None) -> list[TextExample]:
+    """Raw text for language modelling: ``.txt`` (one document a line; blank lines are skipped and
+    counted), ``.jsonl`` (one ``{"text": ...}`` record a line), or a folder of such files."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    report = report if report is not None else DocumentReport()
+    documents: list[TextExample] = []
+    for path in paths:
+        for file in document_files(path):
+            fmt = DOCUMENT_SUFFIXES.get(file.suffix.lower(), "text") if format == "auto" else format
+            report.files.append(str(file))
+            if fmt == "jsonl":
+                documents += read_text_jsonl(file, text_key, label_key=None)
+            elif fmt == "text":
+                for number, text in _decode_lines(file):
+                    if text.strip():
+                        documents.append(TextExample(text=text, source=str(file), line=number))
+                    else:
+                        report.blank_lines += 1
+            else:
+                raise DataError(file, None, f"unknown format {fmt!r}; raw text is read from text or jsonl files")
+    if not documents:
+        raise DataError(paths[0], None, "no text found; give files with one document a line (.txt) or JSONL records")
+    report.documents = len(documents)
+    return documents

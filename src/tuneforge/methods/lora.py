@@ -47,9 +47,12 @@ class LoRA(peft_common.PeftMethod):
         from peft import LoraConfig
 
         targets = cfg.target_modules or default_target_modules(model.config.model_type)
+        new_tokens = peft_common.new_token_indices(model) if cfg.train_new_tokens else []
         config = LoraConfig(
             task_type=peft_common.peft_task_type(model), r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
             target_modules=targets, use_dora=cfg.use_dora, use_rslora=cfg.use_rslora,
             modules_to_save=peft_common.head_modules(model),
+            # rows of tokens a vocabulary extension added train in full (tied output rows with them)
+            trainable_token_indices=new_tokens or None,
         )
         return peft_common.wrap(model, config)

@@ -21,7 +21,9 @@ def peft_task_type(model):
         return TaskType.TOKEN_CLS
     if kind.endswith("ForSequenceClassification"):
         return TaskType.SEQ_CLS
-    raise ConfigError(f"method: peft methods support token and sequence classifiers, not {kind}")
+    if kind.endswith("ForMaskedLM"):
+        return None  # peft has no masked-LM task type; the plain PeftModel passes everything through
+    raise ConfigError(f"method: peft methods support token and sequence classifiers and masked LMs, not {kind}")
 
 
 def wrap(model, peft_config):
@@ -46,7 +48,43 @@ def load(base_model, folder: Path):
 
 
 def head_modules(model) -> list[str]:
-    return head_module_names(model)
+    """The task head, which trains and is saved with the adapter.
+
+    A head that holds output embeddings tied to the input embeddings (a masked-LM head's decoder) is
+    listed by its other parts (``cls.predictions.transform``): peft would copy the tied matrix,
+    untying it and training the whole vocabulary projection. The rows that must train, those of added
+    tokens, do so through ``trainable_token_indices`` (:func:`new_token_indices`); the head's
+    per-token output bias stays as it is.
+    """
+    names = head_module_names(model)
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if output is None or output.weight is not model.get_input_embeddings().weight:
+        return names
+    parts: list[str] = []
+
+    def walk(prefix: str, module) -> None:
+        if module is output:
+            return
+        if not any(m is output for m in module.modules()):
+            parts.append(prefix)
+            return
+        for name, child in module.named_children():
+            walk(f"{prefix}.{name}", child)
+
+    for name in names:
+        walk(name, getattr(model, name))
+    return parts
+
+
+def new_token_indices(model) -> list[int]:
+    """Ids of tokens a vocabulary extension added (``tuneforge vocab extend`` records the original
+    vocabulary size in config.json): their embedding rows start untrained, so they must train."""
+    from ..vocab import CONFIG_KEY
+
+    record = getattr(model.config, CONFIG_KEY, None) or {}
+    base = record.get("base_vocab_size")
+    rows = model.get_input_embeddings().weight.shape[0]
+    return list(range(base, rows)) if base is not None and base < rows else []
 
 
 class PeftMethod(Method):

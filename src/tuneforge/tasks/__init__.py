@@ -8,10 +8,11 @@ run folder loads as its task's predictor. Adding a task is one module and one li
 from __future__ import annotations
 
 from .base import Predictor, Task, TaskData
+from .masked_lm import MaskedLM
 from .text_classification import TextClassification
 from .token_classification import TokenClassification
 
-REGISTRY: dict[str, type[Task]] = {task.name: task for task in (TokenClassification, TextClassification)}
+REGISTRY: dict[str, type[Task]] = {task.name: task for task in (TokenClassification, TextClassification, MaskedLM)}
 
 
 def register_task(task: type[Task]) -> type[Task]:

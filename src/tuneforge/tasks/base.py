@@ -10,7 +10,9 @@ driver (:func:`tuneforge.driver.train_run`) asks it, in this order:
    dev/test against it (:meth:`check_labels`), cuts ``data.max_train_examples`` and counts
    (:meth:`describe`).
 3. **model**: :meth:`build_model` (pre-trained body + this task's head), then the adaptation method.
-4. **encoding**: :meth:`encode` (examples -> model inputs and their lengths) and :meth:`collator`.
+4. **encoding**: :meth:`encode` (examples -> model inputs and their lengths) and :meth:`collator`;
+   :meth:`callbacks` attaches the task's own behaviour to the loop (the masked-LM task saves its
+   masking RNG through one, so a resumed run draws the same masks).
 5. **loss**: :meth:`loss` (default: the model's own) and :meth:`loss_units` (what it averages over,
    which weighs the processes' shares of a batch), handed to the loop.
 6. **saving**: :meth:`model_meta` -> ``tuneforge.json`` next to the weights (what the predictor needs).
@@ -201,6 +203,21 @@ class Task:
 
     def collator(self, tokenizer):  # pragma: no cover
         raise NotImplementedError
+
+    def callbacks(self) -> list:
+        """The task's own :class:`~tuneforge.training.callbacks.Callback` objects, asked for after
+        :meth:`collator` (default: none)."""
+        return []
+
+    def tokenizer_inputs(self, examples: Sequence) -> list:
+        """What the tokenizer reads of each example: a text, or a list of words (vocabulary statistics,
+        ``vocab:`` blocks). Default: the text and, for pairs, the second text."""
+        out: list = []
+        for ex in examples:
+            out.append(ex.text)
+            if getattr(ex, "text_pair", None):
+                out.append(ex.text_pair)
+        return out
 
     def loss(self, model, batch: dict):
         """``(loss, outputs)`` of one batch; the default is the model's own loss."""

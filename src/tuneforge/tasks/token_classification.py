@@ -396,6 +396,9 @@ class TokenClassification(Task):
     def collator(self, tokenizer):
         return Collator(tokenizer.pad_token_id, self.cfg.training.pad_to_multiple_of)
 
+    def tokenizer_inputs(self, examples):
+        return [ex.words for ex in examples]
+
     def model_meta(self, labels: list[str]) -> dict:
         return dict(super().model_meta(labels), decode=self.cfg.task.decode,
                     label_position=self.label_position)
