@@ -75,6 +75,11 @@ class ModelConfig(_Strict):
     name_or_path: str = Field(description="Hub name or local folder; `pkg:PACKAGE/path` for a packaged model")
     revision: Optional[str] = None
     trust_remote_code: bool = False
+    init_from: Optional[str] = Field(
+        default=None,
+        description="a finished run folder to continue from: its trained weights, its labels first, "
+        "labels this run's data adds appended (new head rows; the old rows are kept bit-identical)",
+    )
 
 
 class DataConfig(_Strict):
