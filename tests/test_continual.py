@@ -266,7 +266,7 @@ def test_naive_forgets_and_replay_and_ewc_forget_less(tiny_bert, tmp_path):
 def test_an_interrupted_sequence_resumes_exactly(tiny_bert, tmp_path, monkeypatch):
     import tuneforge.continual as continual
 
-    cfg = continual_config(tiny_bert, tmp_path, ["replay", "lwf"], replay={"memory_size": 3, "per_batch": 1})
+    cfg = continual_config(tiny_bert, tmp_path, ["replay"], replay={"memory_size": 3, "per_batch": 1})
     cfg["training"]["epochs"] = 2
     reference = run_continual(load_plan(cfg, out=tmp_path / "reference"))
     original = continual._strategy_callbacks
@@ -286,7 +286,7 @@ def test_an_interrupted_sequence_resumes_exactly(tiny_bert, tmp_path, monkeypatc
     stage1_model = (plan.run_dir("replay", 7, 0) / "model" / "model.safetensors").stat().st_mtime_ns
     resumed = run_continual(plan)
     assert (plan.run_dir("replay", 7, 0) / "model" / "model.safetensors").stat().st_mtime_ns == stage1_model
-    for name in ("replay", "lwf"):
+    for name in ("replay",):
         done = json.loads((plan.run_dir(name, 7, 1) / "metrics.json").read_text())
         ref = json.loads((tmp_path / "reference" / "seed7" / name / "stage2-places" / "metrics.json").read_text())
         assert done["history"] == ref["history"]
@@ -312,7 +312,9 @@ def test_continual_config_errors(tiny_bert, tmp_path):
 def test_split_by_entity_type_annotates_each_stage_with_its_types(tiny_bert, tmp_path, capsys):
     write_conll(tmp_path / "all.conll", PEOPLE + PLACES + [("google met john in paris", "B-ORG O B-PER O B-LOC")])
     cfg = tiny_config(tiny_bert, tmp_path, tmp_path / "runs")
-    cfg["data"] = {"train": str(tmp_path / "all.conll"), "split": [0.6, 0.2, 0.2]}
+    write_conll(tmp_path / "held.conll", PEOPLE[:2] + PLACES[:2])
+    cfg["data"] = {"train": str(tmp_path / "all.conll"), "dev": str(tmp_path / "held.conll"),
+                   "test": str(tmp_path / "held.conll")}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["continual", "split", str(tmp_path / "base.yaml"), "--by", "type", "--groups", "PER;LOC,ORG",
                  "--out", str(tmp_path / "st")]) == 0
@@ -324,7 +326,7 @@ def test_split_by_entity_type_annotates_each_stage_with_its_types(tiny_bert, tmp
     assert tags1 <= {"O", "B-PER", "I-PER"} and tags2 <= {"O", "B-LOC", "B-ORG"}
     train_words = [[" ".join(ex.words) for ex in read[name]["train"]] for name in read]
     assert not set(train_words[0]) & set(train_words[1])  # disjoint training sentences
-    assert len(train_words[0]) + len(train_words[1]) == 5  # every training sentence is in one stage
+    assert len(train_words[0]) + len(train_words[1]) == 9  # every training sentence is in one stage
     assert [" ".join(e.words) for e in read["s1-PER"]["test"]] == [" ".join(e.words) for e in read["s2-LOC-ORG"]["test"]]
     plan = load_plan(tmp_path / "st" / "continual.yaml", overrides=["training.epochs=1"])
     assert [s.name for s in plan.stages] == ["s1-PER", "s2-LOC-ORG"] and plan.out_dir == tmp_path / "st" / "runs"

@@ -495,6 +495,11 @@ def config_from_dict(tree: dict, source: str = "config", overrides: list[str] | 
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    return config_from_dict(read_config_tree(path), source=str(path), overrides=overrides)
+
+
+def read_config_tree(path: str | Path) -> dict:
+    """A config file's YAML mapping, unvalidated (one-line errors for a missing file or bad YAML)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
@@ -512,7 +517,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     tree = _load_yaml(text, str(path)) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (model:, data:, training: ...)")
-    return config_from_dict(tree, source=str(path), overrides=overrides)
+    return tree
 
 
 def method_config_from_dict(tree: dict, source: str = "method"):

@@ -45,7 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .compare import _mean_std, _pm
-from .config import Config, _merge, config_from_dict, parse_overrides
+from .config import Config, _merge, config_from_dict, parse_overrides, read_config_tree
 from .errors import ConfigError, TuneforgeError
 from .paths import atomic_write_bytes, atomic_write_text, resolve_path
 from .training.checkpoint import CHECKPOINT_DIR
@@ -139,13 +139,7 @@ def load_plan(config: str | Path | dict, overrides: list[str] | None = None, str
         tree, source, base_dir = copy.deepcopy(config), "continual config", Path.cwd()
     else:
         path = Path(config)
-        if not path.exists():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        source, base_dir = str(path), path.parent
+        tree, source, base_dir = read_config_tree(path), str(path), path.parent
     tree = _merge(tree, parse_overrides(overrides))
     block = tree.pop("continual", None)
     if not isinstance(block, dict):
@@ -576,7 +570,7 @@ def split_stages(config: str | Path, by: str, out: str | Path, groups: list[list
         raise ConfigError(f"--by {by}: choose type, label or file")
     atomic_write_text(out / "stages.yaml", yaml.safe_dump(
         [{k: v for k, v in s.items() if k in ("name", "train", "dev", "test")} for s in stages], sort_keys=False))
-    tree = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+    tree = _merge(read_config_tree(config), parse_overrides(overrides))
     data_block = {k: v for k, v in (tree.get("data") or {}).items() if k not in ("split", "dev", "test", "split_seed")}
     data_block["train"] = str(out / stages[0]["train"])
     tree["data"] = data_block
