@@ -375,10 +375,11 @@ def _sequence(plan: Plan, strategy: str, seed: int) -> dict | None:
             return None
         scores = json.loads((run_dir / SCORES_FILE).read_text(encoding="utf-8"))["test"]
         matrix.append([scores.get(n, {}).get("f1", math.nan) for n in names])
+        # the loop's own training time: a resumed run continues it, where wall-clock time would restart
+        seconds += json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["training"]["seconds"]
         timing_file = run_dir / "continual_seconds.json"
-        if timing_file.exists():
-            timing = json.loads(timing_file.read_text(encoding="utf-8"))
-            seconds += timing.get("seconds", 0.0) + (timing.get("ewc_fisher_seconds", 0.0) if strategy == "ewc" else 0.0)
+        if strategy == "ewc" and timing_file.exists():
+            seconds += json.loads(timing_file.read_text(encoding="utf-8")).get("ewc_fisher_seconds", 0.0)
     initial = json.loads((plan.out_dir / f"seed{seed}" / "initial_scores.json").read_text(encoding="utf-8"))["test"]
     summary = sequence_summary(matrix, [initial.get(n, {}).get("f1", 0.0) for n in names])
     return {"strategy": strategy, "seed": seed, "matrix": matrix, "seconds": seconds, **summary}
@@ -414,7 +415,8 @@ def format_markdown(plan: Plan, rows: list[dict]) -> str:
         "# Continual learning",
         "",
         f"Model `{first.model.name_or_path}`, method `{first.method.name}`, "
-        f"{first.training.epochs} epoch(s) a stage at learning rate {first.training.learning_rate:g}"
+        f"{first.training.epochs} epoch(s) a stage, batch {first.training.batch_size}, "
+        f"learning rate {first.training.learning_rate:g}"
         + (f", first {first.data.max_train_examples} training examples of each stage" if first.data.max_train_examples else "")
         + f"; seeds {', '.join(map(str, plan.seeds))}; mean ± std over seeds. Scores: {score} on each stage's "
         "test set, counting only the labels that stage annotates.",
@@ -429,7 +431,7 @@ def format_markdown(plan: Plan, rows: list[dict]) -> str:
     lines += [
         "",
         "| strategy | seeds | average final | average forgetting | backward transfer | forward transfer | "
-        "time per sequence (s) |",
+        "training time per sequence (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -450,8 +452,9 @@ def format_markdown(plan: Plan, rows: list[dict]) -> str:
         "Average final: mean score over all stages after the last one. Average forgetting: per earlier stage, "
         "its best score before the last stage minus its final score, averaged. Backward transfer: final minus "
         "just-learned score, averaged over earlier stages (negative = forgetting). Forward transfer: the score "
-        "on a stage before training on it minus the untrained model's. Time: wall-clock seconds of every "
-        "stage's run (the shared first stage included, and EWC's Fisher passes).",
+        "on a stage before training on it minus the untrained model's. Training time: the training loop's seconds "
+        "of every stage's run (a resumed run continues its count; the shared first stage included), plus EWC's "
+        "Fisher passes; scoring is not counted.",
         "",
     ]
     for r in rows:

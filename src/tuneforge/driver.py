@@ -3,6 +3,10 @@
     task.prepare_data -> task.build_model -> method.prepare -> task.encode -> training.loop (+ callbacks)
     -> the saved best model, loaded back as the task's predictor -> dev/test scores -> run folder
 
+With ``model.init_from`` the run continues a finished one (:func:`build_prepared_model`): its labels
+come first, the data's new labels are appended, and its trained tensors fill the new model (the head's
+old rows bit for bit). Callbacks' data hook ``on_train_data`` runs before encoding (joint training, replay).
+
 Nothing here knows which task it runs: every task-specific step is a method of the task object
 (:mod:`tuneforge.tasks.base`), every method-specific one a method of the adaptation method.
 
