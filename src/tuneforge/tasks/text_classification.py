@@ -348,7 +348,8 @@ class TextClassification(Task):
         return label_list(train)
 
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
-        check_trainable_labels(splits["train"], self.cfg.task.multi_label)
+        if "labels_not_annotated" not in report:  # a continued run's earlier classes count: one new class is enough
+            check_trainable_labels(splits["train"], self.cfg.task.multi_label)
         for name in ("dev", "test"):
             check_known_labels(splits[name], labels)
 
