@@ -144,6 +144,33 @@ def _load_model(run: str | Path, device: str | None, trust_remote_code: bool):
     return model, tokenizer, meta
 
 
+def read_meta(run: str | Path) -> dict:
+    """A run's ``tuneforge.json`` (task, labels, method, base model)."""
+    return json.loads((find_model_folder(run) / META_FILE).read_text(encoding="utf-8"))
+
+
+def continue_from(model, run: str | Path, n_old_labels: int) -> None:
+    """Fill ``model`` (built and prepared as the run being started, its labels those of ``run`` followed
+    by new ones) with every tensor ``run`` trained and saved. Head tensors sized for the old labels fill
+    the first ``n_old_labels`` rows, bit for bit; the new rows keep their fresh initialisation."""
+    previous, _, _ = load_model(run, device="cpu")
+    old, new = previous.state_dict(), model.state_dict()
+    if set(old) != set(new):
+        odd = sorted(set(old) ^ set(new))
+        raise TuneforgeError(f"model.init_from: {run} holds a different model ({odd[0]} is in one but not the "
+                             "other); continue with the same model and method settings")
+    with torch.no_grad():
+        for name, target in new.items():
+            source = old[name]
+            if source.shape == target.shape:
+                target.copy_(source)
+            elif source.shape[1:] == target.shape[1:] and source.shape[0] == n_old_labels < target.shape[0]:
+                target[:n_old_labels].copy_(source)
+            else:
+                raise TuneforgeError(f"model.init_from: {run}: {name} has shape {tuple(source.shape)}, this run's "
+                                     f"{tuple(target.shape)}; continue with the same model and method settings")
+
+
 def _task_of(folder: Path, meta: dict):
     from .tasks import REGISTRY
 

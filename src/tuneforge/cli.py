@@ -1,4 +1,4 @@
-"""`tuneforge train|eval|predict|compare|export|vocab|data …` — parses arguments and calls the Python API."""
+"""`tuneforge train|eval|predict|compare|continual|export|vocab|data …` — parses arguments and calls the Python API."""
 
 from __future__ import annotations
 
@@ -224,6 +224,34 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_continual(args) -> int:
+    from . import continual
+
+    strategies = [m.strip() for m in args.strategies.split(",") if m.strip()] if args.strategies else None
+    plan = continual.load_plan(args.config, overrides=args.set, strategies=strategies, seeds=args.seeds, out=args.out)
+    try:
+        result = continual.run_continual(plan)
+    except KeyboardInterrupt:
+        print("interrupted; run the same `tuneforge continual` command again to continue where it stopped",
+              file=sys.stderr)
+        return 130
+    files = result["files"]
+    print(files["continual.md"].read_text(encoding="utf-8"))
+    print(f"table: {files['continual.md']} · {files['continual.csv']} · pictures: {plan.out_dir}/continual-*.png")
+    return 0
+
+
+def _cmd_continual_split(args) -> int:
+    from . import continual
+
+    groups = [[k.strip() for k in g.split(",") if k.strip()] for g in args.groups.split(";")] if args.groups else None
+    files = [f.strip() for f in args.files.split(",") if f.strip()] if args.files else None
+    path = continual.split_stages(args.config, args.by, args.out, groups=groups, n_stages=args.stages, files=files,
+                                  seed=args.seed, overrides=args.set)
+    print(f"wrote {path}: run it with `tuneforge continual {path}`")
+    return 0
+
+
 def _cmd_export(args) -> int:
     if args.merge == args.onnx:
         raise TuneforgeError("export: pass --merge (a plain Hugging Face model) or --onnx (an ONNX Runtime model)")
@@ -372,6 +400,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_perturb(p, required=False)
     p.set_defaults(func=_cmd_compare)
 
+    p = sub.add_parser("continual", help="train stage after stage with continual-learning strategies; "
+                       "measure forgetting (`tuneforge continual split` builds stages)")
+    p.add_argument("config", help="a run config with a continual: block")
+    p.add_argument("--strategies", help=f"comma-separated, default the config's: {', '.join(CONTINUAL_STRATEGIES)}")
+    p.add_argument("--seeds", type=int, help="sequences per strategy, seeds training.seed, +1, ... (default: the config's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key for every stage, e.g. training.epochs=2 or continual.ewc.lambda=100")
+    p.add_argument("--out", help="folder for the runs and continual.md/csv/png (default: the config's output_dir)")
+    p.set_defaults(func=_cmd_continual)
+
+    p = sub.add_parser("continual-split", help="(`tuneforge continual split`) build continual stages from one data set")
+    p.prog = "tuneforge continual split"
+    p.add_argument("config", help="a run config: its task, data (train + dev/test or data.split) and columns")
+    p.add_argument("--by", required=True, choices=["type", "label", "file"],
+                   help="type: entity types (NER); label: classes; file: one stage a file (--files)")
+    p.add_argument("--stages", type=int, help="number of stages: labels dealt round-robin by frequency (default 2)")
+    p.add_argument("--groups", help='labels a stage, stages split by ";", e.g. "person,geo-loc;company,product"')
+    p.add_argument("--files", help="comma-separated data files, one a stage (--by file)")
+    p.add_argument("--out", required=True, help="folder for the stage files, stages.yaml and continual.yaml")
+    p.add_argument("--seed", type=int, default=42, help="how NER training sentences are dealt into stages")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the config")
+    p.set_defaults(func=_cmd_continual_split)
+
     p = sub.add_parser("export", help="write a trained run as a plain Hugging Face model folder")
     p.add_argument("run")
     p.add_argument("out")
@@ -445,11 +496,16 @@ def _without_num_processes(argv: list[str]) -> list[str]:
     return out
 
 
+CONTINUAL_STRATEGIES = ("naive", "replay", "ewc", "lwf", "joint")
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import distributed
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["continual", "split"]:  # `continual split` reads better than a second command name
+        argv = ["continual-split", *argv[2:]]
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed as one line

@@ -75,6 +75,11 @@ class ModelConfig(_Strict):
     name_or_path: str = Field(description="Hub name or local folder; `pkg:PACKAGE/path` for a packaged model")
     revision: Optional[str] = None
     trust_remote_code: bool = False
+    init_from: Optional[str] = Field(
+        default=None,
+        description="a finished run folder to continue from: its trained weights, its labels first, "
+        "labels this run's data adds appended (new head rows; the old rows are kept bit-identical)",
+    )
 
 
 class DataConfig(_Strict):
@@ -559,6 +564,11 @@ def config_from_dict(tree: dict, source: str = "config", overrides: list[str] | 
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    return config_from_dict(read_config_tree(path), source=str(path), overrides=overrides)
+
+
+def read_config_tree(path: str | Path) -> dict:
+    """A config file's YAML mapping, unvalidated (one-line errors for a missing file or bad YAML)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
@@ -576,7 +586,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     tree = _load_yaml(text, str(path)) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (model:, data:, training: ...)")
-    return config_from_dict(tree, source=str(path), overrides=overrides)
+    return tree
 
 
 def method_config_from_dict(tree: dict, source: str = "method"):

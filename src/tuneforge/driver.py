@@ -3,6 +3,10 @@
     task.prepare_data -> task.build_model -> method.prepare -> task.encode -> training.loop (+ callbacks)
     -> the saved best model, loaded back as the task's predictor -> dev/test scores -> run folder
 
+With ``model.init_from`` the run continues a finished one (:func:`build_prepared_model`): its labels
+come first, the data's new labels are appended, and its trained tensors fill the new model (the head's
+old rows bit for bit). Callbacks' data hook ``on_train_data`` runs before encoding (joint training, replay).
+
 Nothing here knows which task it runs: every task-specific step is a method of the task object
 (:mod:`tuneforge.tasks.base`), every method-specific one a method of the adaptation method.
 
@@ -30,14 +34,15 @@ from typing import Sequence
 import torch
 
 from . import distributed, run_folder
-from .artifacts import META_FILE, MODEL_DIR, load_predictor, save_model
+from .artifacts import META_FILE, MODEL_DIR, _portable_base_path, continue_from, load_predictor, read_meta, save_model
 from .config import Config, TrainingConfig
+from .errors import ConfigError
 from .methods import count_parameters, get_method
 from .models import check_max_length
 from .paths import atomic_write_bytes, atomic_write_text
 from .tasks import Task, make_task
 from .tasks.base import evaluate_across_processes
-from .training.callbacks import Callback
+from .training.callbacks import Callback, TrainData
 from .training.checkpoint import CHECKPOINT_DIR
 from .training.loop import LoopResult, resolve_precision, train_loop
 from .training.regimes import regime_callbacks
@@ -95,23 +100,28 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
 def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Callback]) -> dict:
     """Everything is checked (data, labels, model, window size) before the first file is written."""
     task = make_task(cfg)
-    data = task.prepare_data()
+    known = initial_labels(cfg, task)
+    data = task.prepare_data(known_labels=known)
     requested = cfg
     if cfg.vocab is not None:
         # the extended model (RUN/vocab) becomes the base everything below loads, saves and records
         task.cfg = cfg = distributed.main_first(lambda: extend_for_run(cfg, task, data, run_dir))
-    torch.manual_seed(cfg.training.seed)  # the new head's initialisation is part of the seed's promise
     tokenizer = task.load_tokenizer()
-    model = task.build_model(data.labels)
-    check_max_length(model.config, tokenizer, cfg.encoding.max_length)  # before a long input crashes training
     method = get_method(cfg.method.name)
-    model = method.prepare(model, cfg.method)
+    model = build_prepared_model(cfg, task, data.labels, known, tokenizer)
     trainable, total = count_parameters(model)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", requested.to_yaml())  # as given (resume compares it)
 
-    items, lengths, stats = task.encode(tokenizer, data.splits["train"], data.labels)
+    # data hooks: a callback may add training examples (joint training) or encode its own (replay)
+    train = TrainData(list(data.splits["train"]), data.labels,
+                      lambda examples: task.encode(tokenizer, examples, data.labels)[0])
+    for callback in callbacks:
+        callback.on_train_data(train)
+    if len(train.examples) != len(data.splits["train"]):
+        data.report["train_examples_added_by_callbacks"] = len(train.examples) - len(data.splits["train"])
+    items, lengths, stats = task.encode(tokenizer, train.examples, data.labels)
     data.report["encoding"] = stats.describe()
     say = distributed.print_main
     say(f"data: {task.data_summary(data)}; {stats.describe()}")
@@ -178,6 +188,41 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
         atomic_write_text(run_dir / "report.txt", "\n".join(report_parts))
         shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     return distributed.broadcast(metrics)
+
+
+def initial_labels(cfg: Config, task: Task) -> list[str] | None:
+    """The labels of the run ``model.init_from`` continues (None without one), after checking that it
+    can be continued: the same task, base model and method settings."""
+    run = cfg.model.init_from
+    if not run:
+        return None
+    meta = read_meta(run)
+    if meta.get("task", task.name) != task.name:
+        raise ConfigError(f"model.init_from: {run} is a {meta['task']} model; this run is {task.name}")
+    base = (meta.get("base_model") or {}).get("name_or_path")
+    if base is not None and base != _portable_base_path(cfg.model.name_or_path):
+        raise ConfigError(f"model.init_from: {run} was trained from {base}, not {cfg.model.name_or_path}; "
+                          "set model.name_or_path to its base model")
+    saved_method = meta.get("method_config") or {"name": meta.get("method", "full")}
+    if saved_method != cfg.method.model_dump(mode="json"):
+        raise ConfigError(f"model.init_from: {run} was trained with method {json.dumps(saved_method)}; "
+                          "continue it with the same method block")
+    return list(meta["labels"])
+
+
+def build_prepared_model(cfg: Config, task: Task, labels: list[str], known: list[str] | None = None,
+                         tokenizer=None):
+    """The model as training starts: the task's model for ``labels`` with the method applied, and with
+    ``model.init_from``, the continued run's trained tensors in it (its ``known`` labels' head rows kept).
+    With ``tokenizer``, ``encoding.max_length`` is checked against the model's position table first."""
+    torch.manual_seed(cfg.training.seed)  # the new head's initialisation is part of the seed's promise
+    model = task.build_model(labels)
+    if tokenizer is not None:
+        check_max_length(model.config, tokenizer, cfg.encoding.max_length)  # before a long input crashes training
+    model = get_method(cfg.method.name).prepare(model, cfg.method)
+    if cfg.model.init_from:
+        continue_from(model, cfg.model.init_from, len(known or []))
+    return model
 
 
 def method_meta(cfg: Config) -> dict:

@@ -31,6 +31,8 @@ class Window:
     word_ids: list[int | None]
     # word index -> position of that word's first sub-word, for the words this window owns
     owned_positions: dict[int, int] = field(default_factory=dict)
+    # label ids an ``O`` of this window does not rule out (types its example does not annotate)
+    excluded_for_o: tuple[int, ...] = ()
 
 
 @dataclass
@@ -136,12 +138,17 @@ def encode_examples(
     stride: int,
     label_all_subwords: bool = False,
     label_position: str = "first",
+    mask_unannotated: bool = False,
 ) -> tuple[list[Window], EncodeStats]:
     """Turn examples (``.words``, optional ``.tags``) into windows ready to batch.
 
     ``label_position`` is the sub-word a word's tag is trained on and read from: ``first`` for
     encoders; ``last`` for causal (decoder) models, whose first piece of a word cannot see the rest
     of it (GPT-2's first piece is often a bare space marker).
+
+    ``mask_unannotated``: an example that annotates only some entity types (``.annotated``) gets the
+    ids of the other types' tags in ``excluded_for_o``; the loss leaves them out of its ``O`` words'
+    softmax, so an unannotated ``O`` does not teach that those types are absent.
     """
     prefix, suffix = special_token_template(tokenizer)
     budget = max_length - len(prefix) - len(suffix)
@@ -164,8 +171,12 @@ def encode_examples(
         owners = assign_owners([anchors[w] for w in words_in_order], spans)
         owner_of = dict(zip(words_in_order, owners))
         tag_ids = None
+        excluded: tuple[int, ...] = ()
         if label2id is not None and getattr(ex, "tags", None) is not None:
             tag_ids = [label2id[t] for t in ex.tags]
+            annotated = getattr(ex, "annotated", None)
+            if mask_unannotated and annotated is not None:
+                excluded = tuple(i for t, i in label2id.items() if t != "O" and t[2:] not in annotated)
         for w_index, (start, end) in enumerate(spans):
             labels = [IGNORE_INDEX] * len(prefix)
             owned: dict[int, int] = {}
@@ -187,6 +198,7 @@ def encode_examples(
                     labels=labels,
                     word_ids=[None] * len(prefix) + word_ids[start:end] + [None] * len(suffix),
                     owned_positions=owned,
+                    excluded_for_o=excluded,
                 )
             )
     stats.windows = len(windows)
@@ -242,11 +254,16 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 class Collator:
-    """Pads a batch of windows to its own longest member (dynamic padding)."""
+    """Pads a batch of windows to its own longest member (dynamic padding).
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+    When a window excludes labels for its ``O`` words (:func:`encode_examples`'s ``mask_unannotated``),
+    the batch also holds ``o_excluded``: a (windows x ``n_labels``) boolean mask for the task's loss.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, n_labels: int | None = None):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.n_labels = n_labels
 
     def __call__(self, windows: Sequence[Window]) -> dict:
         longest = max(len(w.input_ids) for w in windows)
@@ -264,7 +281,14 @@ class Collator:
             input_ids[i, :k] = torch.tensor(w.input_ids, dtype=torch.long)
             attention[i, :k] = 1
             labels[i, :k] = torch.tensor(w.labels, dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "n_tokens": real_tokens}
+        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "n_tokens": real_tokens}
+        if any(w.excluded_for_o for w in windows):
+            width = self.n_labels or 1 + max(i for w in windows for i in w.excluded_for_o)
+            excluded = torch.zeros((n, width), dtype=torch.bool)
+            for i, w in enumerate(windows):
+                excluded[i, list(w.excluded_for_o)] = True
+            batch["o_excluded"] = excluded
+        return batch
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ class TokenExample:
     tag_lines: list[int] | None = None
     text: str | None = None
     offsets: list[tuple[int, int]] | None = None
+    # the entity types this sentence's tags annotate; None: every type of the label space. Set
+    # when data annotates only some types (a continual-learning stage): its O words may hide the others.
+    annotated: tuple[str, ...] | None = None
 
 
 @dataclass

@@ -149,3 +149,74 @@ def render_training_curves_png(result, epochs: int) -> bytes:
         return buffer.getvalue()
     finally:
         plt.close(fig)
+
+
+def _png_bytes(fig) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def render_stage_matrix_png(matrix, stds, stages: Sequence[str], title: str) -> bytes:
+    """A continual sequence's accuracy matrix as a heat map: row i = after training stage i, column j =
+    score on stage j's test set; each cell shows mean (± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.asarray(matrix, dtype=float)
+    size = max(3.5, 1.1 * len(stages) + 1.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    try:
+        image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=max(1e-9, float(np.nanmax(values))))
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_xticks(range(len(stages)), labels=[f"test {s}" for s in stages], rotation=30, ha="right")
+        ax.set_yticks(range(len(stages)), labels=[f"after {s}" for s in stages])
+        ax.set_title(title)
+        top = np.nanmax(values) if values.size else 0
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                text = f"{values[i, j]:.3f}" + (f"\n± {stds[i][j]:.3f}" if stds is not None and stds[i][j] else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="black" if values[i, j] > top * 0.6 else "white")
+        fig.tight_layout()
+        return _png_bytes(fig)
+    finally:
+        plt.close(fig)
+
+
+def render_old_stage_lines_png(series: dict[str, dict[str, list]], stages: Sequence[str], ylabel: str) -> bytes:
+    """Scores on earlier stages' test sets as training moves on: ``series[strategy][stage]`` is a list of
+    (after-stage index, mean, std); one colour per strategy, one line style per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    try:
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for k, (strategy, by_stage) in enumerate(series.items()):
+            for m, (stage, points) in enumerate(by_stage.items()):
+                xs = [p[0] + 1 for p in points]
+                means = [p[1] for p in points]
+                stds = [p[2] or 0.0 for p in points]
+                colour = colours[k % len(colours)]
+                ax.plot(xs, means, styles[m % len(styles)], color=colour, marker="o",
+                        label=f"{strategy}: {stage}")
+                ax.fill_between(xs, [a - b for a, b in zip(means, stds)], [a + b for a, b in zip(means, stds)],
+                                color=colour, alpha=0.08)
+        ax.set_xticks(range(1, len(stages) + 1), labels=[f"after {s}" for s in stages])
+        ax.set_ylabel(ylabel)
+        ax.set_title("Earlier stages' test scores as later stages train (mean ± std over seeds)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        return _png_bytes(fig)
+    finally:
+        plt.close(fig)

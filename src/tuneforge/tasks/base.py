@@ -104,6 +104,11 @@ class Predictor:
         """(metrics, report text, predictions) for labelled examples."""
         return self.score_outputs(examples, self.predict_outputs(examples, batch_size))
 
+    def evaluate_on(self, examples: Sequence, labels: Sequence[str], batch_size: int = 64) -> dict:  # pragma: no cover
+        """Metrics on data that annotates only ``labels`` (a continual stage's test set): what the
+        model predicts outside them is not counted against it, and labels it never learned score 0."""
+        raise NotImplementedError
+
     def format_output(self, results: list[dict], output_format: str = "jsonl") -> str:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
 
@@ -144,15 +149,27 @@ class Task:
     def label_list(self, train: Sequence) -> list[str]:  # pragma: no cover
         raise NotImplementedError
 
+    def extend_labels(self, known: Sequence[str], found: Sequence[str]) -> list[str]:
+        """A grown label space: ``known`` (a previous run's, in its order, so its head rows keep their
+        index) followed by the labels of ``found`` it lacks."""
+        return list(known) + [label for label in found if label not in known]
+
+    def mark_annotated(self, examples: Sequence, labels: Sequence[str]) -> None:
+        """Record on ``examples`` that they annotate only ``labels`` (a continual stage's data).
+        The default does nothing: a classifier's example names its class whatever other classes exist."""
+
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
         """Refuse data the label space cannot score (a dev/test label training never saw...)."""
 
     def describe(self, splits: dict[str, list], labels: list[str]) -> dict:
         return {"examples": {name: len(ex) for name, ex in splits.items()}}
 
-    def prepare_data(self) -> TaskData:
+    def prepare_data(self, known_labels: Sequence[str] | None = None) -> TaskData:
         """Read, split and normalise the data; the labels come from the whole training portion, before
-        any ``max_train_examples`` cut, so a quick run on a slice still knows every label dev and test use."""
+        any ``max_train_examples`` cut, so a quick run on a slice still knows every label dev and test use.
+
+        ``known_labels`` (a run continued from another, ``model.init_from``) come first; labels only
+        they hold are ones this data does not annotate (:meth:`mark_annotated`, reported)."""
         d = self.cfg.data
         train = self.read(d.train)
         report: dict = {"train_file": getattr(train[0], "source", None) or d.train if train else d.train}
@@ -164,12 +181,18 @@ class Task:
             test = self.read(d.test) if d.test else []
         splits = {"train": train, "dev": dev, "test": test}
         self.normalise(splits, report)
-        labels = self.label_list(splits["train"])
+        found = self.label_list(splits["train"])
+        labels = self.extend_labels(known_labels, found) if known_labels else found
+        unannotated = [label for label in labels if label not in found]
+        if unannotated:
+            self.mark_annotated(splits["train"], found)
+            report["labels_not_annotated"] = unannotated
         self.check_labels(splits, labels, report)
         if d.max_train_examples is not None and len(splits["train"]) > d.max_train_examples:
             report["train_truncated_from"] = len(splits["train"])
             splits["train"] = splits["train"][: d.max_train_examples]
         report.update(self.describe(splits, labels))
+        self.labels = labels
         return TaskData(splits, labels, report)
 
     def data_summary(self, data: TaskData) -> str:
@@ -238,6 +261,55 @@ class Task:
         if labels is None or not torch.is_tensor(labels) or labels.is_floating_point():
             return batch["input_ids"].shape[0]
         return (labels != -100).sum()
+    def model_inputs(self, batch: dict) -> dict:
+        """What of a training batch the model takes when it is called without labels (a teacher)."""
+        return {k: v for k, v in batch.items() if k != "labels"}
+
+    def output_rows(self, batch: dict, logits):
+        """The rows of ``logits`` that carry a prediction, as (rows x labels): every row by default;
+        a token task keeps the positions its words are read from."""
+        return logits.reshape(-1, logits.shape[-1])
+
+    def distillation_loss(self, batch: dict, student_logits, teacher_logits, temperature: float = 1.0):
+        """KL(teacher || student) over the teacher's labels (the first columns of the student's:
+        a grown label space keeps the old labels first), on softened distributions, times T²
+        (Hinton et al., 2015). Zero when the student's old-label outputs equal the teacher's."""
+        import torch.nn.functional as F
+
+        n_old = teacher_logits.shape[-1]
+        student = self.output_rows(batch, student_logits[..., :n_old]).float() / temperature
+        teacher = self.output_rows(batch, teacher_logits).float() / temperature
+        if not len(student):
+            return student.sum()
+        kl = F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean")
+        return kl * temperature ** 2
+
+    # --- continual-learning data (``tuneforge continual split``)
+    # True when a stage's data is the same examples with only its labels kept (token tasks: every
+    # sentence stays, other types become O); False when a stage keeps only the examples of its labels
+    stages_relabel: ClassVar[bool] = False
+
+    def label_kinds(self, labels: Sequence[str]) -> list[str]:
+        """What stages are made of: the labels themselves (entity types for token tasks)."""
+        return list(labels)
+
+    def labels_of_kinds(self, labels: Sequence[str], kinds: Sequence[str]) -> list[str]:
+        """The labels of ``labels`` a stage annotating ``kinds`` uses."""
+        return [label for label in labels if label in kinds]
+
+    def kind_counts(self, examples: Sequence) -> dict[str, int]:
+        """How often each kind occurs in ``examples`` (to deal kinds into stages of similar size)."""
+        from collections import Counter
+
+        return dict(Counter(label for ex in examples for label in (getattr(ex, "labels", None) or [])))
+
+    def restrict_examples(self, examples: Sequence, labels: Sequence[str]) -> list:  # pragma: no cover
+        """``examples`` as data that annotates only ``labels`` would hold them (copies)."""
+        raise NotImplementedError
+
+    def write_examples(self, examples: Sequence, folder: Path, name: str) -> Path:  # pragma: no cover
+        """Write labelled examples as a file this task reads with the run's data settings; returns its path."""
+        raise NotImplementedError
 
     # --- saving and scoring
     def model_meta(self, labels: list[str]) -> dict:

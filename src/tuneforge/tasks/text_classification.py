@@ -236,6 +236,30 @@ class TextClassifier(Predictor):
         metrics = score(examples, probabilities, self.meta)
         return metrics, format_report(metrics, self.multi_label), probabilities
 
+    def evaluate_on(self, examples: Sequence[TextExample], labels: Sequence[str], batch_size: int = 64) -> dict:
+        """Scores over ``labels`` alone (a continual stage's classes): single-label, accuracy and
+        macro-F1 over those classes with the prediction taken over every class the model knows (a text
+        of class A called C is wrong); multi-label, micro/macro F1 over those labels' columns."""
+        from sklearn.metrics import f1_score
+
+        probabilities = self.predict_proba(examples, batch_size)
+        if self.multi_label:
+            decided = decide(probabilities, True, self.meta.get("thresholds"))
+            column = {label: i for i, label in enumerate(self.labels)}
+            pred = np.stack([decided[:, column[label]] if label in column else np.zeros(len(examples), dtype=int)
+                             for label in labels], axis=1)
+            gold = multi_hot(examples, labels)
+            micro = f1_score(gold, pred, average="micro", zero_division=0)
+            return {"f1": float(micro), "micro_f1": float(micro),
+                    "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0)), "texts": len(examples)}
+        names = list(self.labels) + [label for label in labels if label not in self.labels]
+        index = {label: i for i, label in enumerate(names)}
+        gold = [index[ex.labels[0]] for ex in examples]
+        pred = probabilities.argmax(axis=-1).tolist()
+        macro = f1_score(gold, pred, labels=[index[label] for label in labels], average="macro", zero_division=0)
+        accuracy = float(np.mean(np.asarray(gold) == np.asarray(pred))) if gold else 0.0
+        return {"f1": float(macro), "macro_f1": float(macro), "accuracy": accuracy, "texts": len(examples)}
+
     def predict(self, inputs, batch_size: int = 64) -> list[dict]:
         """Label raw texts (``str``, a list of them, ``(text, pair)`` tuples, or TextExamples).
 
@@ -361,7 +385,8 @@ class TextClassification(Task):
         return label_list(train)
 
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
-        check_trainable_labels(splits["train"], self.cfg.task.multi_label)
+        if "labels_not_annotated" not in report:  # a continued run's earlier classes count: one new class is enough
+            check_trainable_labels(splits["train"], self.cfg.task.multi_label)
         for name in ("dev", "test"):
             check_known_labels(splits[name], labels)
 
@@ -440,6 +465,47 @@ class TextClassification(Task):
     def final_metrics(self, predictor: Predictor) -> dict:
         multi = self.cfg.task.multi_label
         return {"thresholds": dict(zip(predictor.labels, predictor.meta["thresholds"])) if multi else None}
+
+    def distillation_loss(self, batch: dict, student_logits, teacher_logits, temperature: float = 1.0):
+        """Multi-label: the Bernoulli KL(teacher || student) per old label, summed over labels and
+        averaged over texts; single-label: the base class's softmax KL."""
+        if not self.cfg.task.multi_label:
+            return super().distillation_loss(batch, student_logits, teacher_logits, temperature)
+        import torch.nn.functional as F
+
+        n_old = teacher_logits.shape[-1]
+        student = student_logits[..., :n_old].float() / temperature
+        teacher = teacher_logits.float() / temperature
+        target = torch.sigmoid(teacher)
+        kl = (F.binary_cross_entropy_with_logits(student, target, reduction="none")
+              - F.binary_cross_entropy_with_logits(teacher, target, reduction="none"))
+        return kl.sum(-1).mean() * temperature ** 2
+
+    def restrict_examples(self, examples: Sequence[TextExample], labels: Sequence[str]) -> list[TextExample]:
+        """The texts with a label among ``labels`` (multi-label: those labels kept, texts left with none dropped)."""
+        from dataclasses import replace
+
+        keep = set(labels)
+        out = []
+        for ex in examples:
+            kept = [label for label in ex.labels or [] if label in keep]
+            if kept and (self.cfg.task.multi_label or len(kept) == len(ex.labels)):
+                out.append(replace(ex, labels=kept))
+        return out
+
+    def write_examples(self, examples: Sequence[TextExample], folder: Path, name: str) -> Path:
+        """JSONL under the run's column names (``data.text_column``, ``label_column``...)."""
+        d = self.cfg.data
+        lines = []
+        for ex in examples:
+            row = {d.text_column: ex.text}
+            if ex.text_pair is not None and d.text_pair_column:
+                row[d.text_pair_column] = ex.text_pair
+            row[d.label_column] = ex.labels if self.cfg.task.multi_label else ex.labels[0]
+            lines.append(json.dumps(row, ensure_ascii=False))
+        path = Path(folder) / f"{name}.jsonl"
+        atomic_write_text(path, "\n".join(lines) + "\n")
+        return path
 
     def write_outputs(self, run_dir, split, examples, predictions, metrics, predictor) -> None:
         from ..evaluation.plots import save_confusion_matrix_png

@@ -165,6 +165,16 @@ def predict_examples(
     return results
 
 
+def entity_types(labels: Sequence[str]) -> list[str]:
+    """The entity types of IOB2 tags, in order of first appearance (``O`` has none)."""
+    return list(dict.fromkeys(split_tag(t)[1] for t in labels if t != "O"))
+
+
+def keep_types(tags: Sequence[str], types) -> list[str]:
+    """``tags`` with every entity of a type outside ``types`` turned to ``O`` (stays valid IOB2)."""
+    return [t if t == "O" or split_tag(t)[1] in types else "O" for t in tags]
+
+
 def evaluate_predictions(examples: Sequence[TokenExample], predictions: Sequence[WordPredictions]) -> dict:
     gold = [ex.tags for ex in examples]
     pred = [p.tags for p in predictions]
@@ -230,6 +240,11 @@ class TokenClassificationOptions(TaskOptions):
     decode: Literal["viterbi", "argmax"] = Field(
         default="viterbi", description="viterbi forbids invalid IOB2 transitions (O -> I-X)"
     )
+    unannotated: Literal["mask", "o"] = Field(
+        default="mask",
+        description="entity types a sentence does not annotate (a continual stage's old types): 'mask' "
+        "leaves them out of the loss of its O words; 'o' trains those words as plain O",
+    )
 
 
 class TokenClassificationData(DataConfig):
@@ -289,6 +304,14 @@ class TokenClassifier(Predictor):
     def score_outputs(self, examples: Sequence[TokenExample], outputs: list[WordPredictions]):
         metrics = evaluate_predictions(examples, outputs)
         return metrics, format_report(examples, outputs, metrics), outputs
+
+    def evaluate_on(self, examples: Sequence[TokenExample], labels: Sequence[str], batch_size: int = 64) -> dict:
+        """Entity scores over the types ``labels`` annotate: entities predicted of other types are
+        turned to ``O`` first (this data cannot say whether they are right)."""
+        types = set(entity_types(labels))
+        preds = [WordPredictions(keep_types(p.tags, types), p.confidences)
+                 for p in self.predict_examples(examples, batch_size)]
+        return evaluate_predictions(examples, preds)
 
     def predict(self, inputs, batch_size: int = 64) -> list[dict]:
         """Tag raw texts (``str`` or list of ``str``), pre-split word lists, or TokenExamples.
@@ -357,6 +380,11 @@ class TokenClassification(Task):
     def label_list(self, train: Sequence[TokenExample]) -> list[str]:
         return label_list(train)
 
+    def mark_annotated(self, examples: Sequence[TokenExample], labels: Sequence[str]) -> None:
+        types = tuple(entity_types(labels))
+        for ex in examples:
+            ex.annotated = types
+
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
         check_trainable_labels(splits["train"])
         for name in ("dev", "test"):
@@ -389,12 +417,65 @@ class TokenClassification(Task):
         enc = self.cfg.encoding
         windows, stats = encode_examples(
             examples, tokenizer, {t: i for i, t in enumerate(labels)}, enc.max_length, enc.stride,
-            enc.label_all_subwords, self.label_position,
+            enc.label_all_subwords, self.label_position, mask_unannotated=self.cfg.task.unannotated == "mask",
         )
         return windows, [len(w.input_ids) for w in windows], stats
 
     def collator(self, tokenizer):
-        return Collator(tokenizer.pad_token_id, self.cfg.training.pad_to_multiple_of)
+        labels = getattr(self, "labels", None)
+        return Collator(tokenizer.pad_token_id, self.cfg.training.pad_to_multiple_of,
+                        len(labels) if labels else None)
+
+    def model_inputs(self, batch: dict) -> dict:
+        return {k: v for k, v in batch.items() if k not in ("labels", "o_excluded")}
+
+    def loss(self, model, batch: dict):
+        """The model's own cross-entropy, unless the batch holds words whose ``O`` does not rule out
+        some types (``task.unannotated: mask``): those types' logits are left out of those words'
+        softmax, so the loss neither pushes them down nor up there."""
+        excluded = batch.get("o_excluded")
+        if excluded is None:
+            return super().loss(model, batch)
+        import torch.nn.functional as F
+
+        labels = batch["labels"]
+        outputs = model(**self.model_inputs(batch))
+        logits = outputs.logits.float()
+        n_labels = logits.shape[-1]
+        excluded = F.pad(excluded, (0, n_labels - excluded.shape[-1]))
+        is_o = (labels == self.labels.index("O")).unsqueeze(-1) & excluded.unsqueeze(1)
+        logits = logits.masked_fill(is_o, torch.finfo(logits.dtype).min)
+        loss = F.cross_entropy(logits.view(-1, n_labels), labels.view(-1), ignore_index=IGNORE_INDEX)
+        return loss, outputs
+
+    def output_rows(self, batch: dict, logits):
+        return logits[batch["labels"] != IGNORE_INDEX]
+
+    stages_relabel = True
+
+    def label_kinds(self, labels: Sequence[str]) -> list[str]:
+        return entity_types(labels)
+
+    def labels_of_kinds(self, labels: Sequence[str], kinds: Sequence[str]) -> list[str]:
+        return ["O"] + [t for t in labels if t != "O" and split_tag(t)[1] in kinds]
+
+    def kind_counts(self, examples: Sequence[TokenExample]) -> dict[str, int]:
+        """Entities per type (a B- tag starts one)."""
+        from collections import Counter
+
+        return dict(Counter(split_tag(t)[1] for ex in examples for t in ex.tags or [] if t.startswith("B-")))
+
+    def restrict_examples(self, examples: Sequence[TokenExample], labels: Sequence[str]) -> list[TokenExample]:
+        """Copies whose tags of types outside ``labels`` are ``O`` (a stage that annotates only those)."""
+        from dataclasses import replace
+
+        types = set(entity_types(labels))
+        return [replace(ex, tags=keep_types(ex.tags, types), tag_lines=None) for ex in examples]
+
+    def write_examples(self, examples: Sequence[TokenExample], folder: Path, name: str) -> Path:
+        path = Path(folder) / f"{name}.conll"
+        write_conll(examples, path)
+        return path
 
     def tokenizer_inputs(self, examples):
         return [ex.words for ex in examples]

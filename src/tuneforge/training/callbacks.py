@@ -7,6 +7,8 @@ A callback subclasses :class:`Callback` and overrides the events it needs; every
 =========================  ==================================================================
 event                      typical use
 =========================  ==================================================================
+on_train_data(data)        before encoding (the driver calls it): add training examples
+                           (joint training), encode examples of one's own (a replay memory)
 on_train_begin / end       set up or release resources; anchors (EWC), teachers (LwF)
 on_epoch_begin / end       per-epoch schedules; ``on_epoch_end`` sees the epoch's history record
 on_batch_items(items)      return the list of examples to collate: may add some (replay memory)
@@ -41,10 +43,20 @@ from typing import Any, Callable, Sequence
 import torch
 
 EVENTS = (
-    "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_items", "before_forward",
+    "on_train_data", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_items", "before_forward",
     "after_forward", "extra_loss", "after_backward", "before_optimizer_step", "after_optimizer_step",
     "on_step_end", "on_evaluate",
 )
+
+
+@dataclass
+class TrainData:
+    """What ``on_train_data`` sees: the run's raw training examples (a hook may add to the list), its
+    label space, and ``encode(examples) -> items``, the task's encoding with this run's tokenizer and labels."""
+
+    examples: list
+    labels: list[str]
+    encode: Callable[[Sequence], list]
 
 
 @dataclass
@@ -88,6 +100,8 @@ class Callback:
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    def on_train_data(self, data: TrainData) -> None: ...
 
     def on_train_begin(self, ctx: LoopContext) -> None: ...
 
