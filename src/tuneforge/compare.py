@@ -18,24 +18,17 @@ so members sharing one process would report the largest earlier member's peak.
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import json
-import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
-from .config import Config, config_from_dict, load_config
-from .errors import ConfigError, TuneforgeError
-from .methods import REGISTRY, method_training_defaults
+from .config import Config, config_from_dict
+from .errors import ConfigError
+from .methods import REGISTRY
+from .multirun import Member, base_tree, mean_std, pm, rows_to_csv, set_method, train_members
 from .paths import atomic_write_bytes, atomic_write_text
-from .training.checkpoint import CHECKPOINT_DIR
 
 COMPARE_FILES = ("compare.md", "compare.csv", "compare.png")
 CSV_COLUMNS = [
@@ -46,21 +39,6 @@ CSV_COLUMNS = [
 
 
 @dataclass
-class Member:
-    method: str
-    seed: int
-    config: Config
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.config.output_dir)
-
-    @property
-    def finished(self) -> bool:
-        return (self.run_dir / "metrics.json").exists() and not (self.run_dir / CHECKPOINT_DIR).exists()
-
-
-@dataclass
 class CompareResult:
     out_dir: Path
     rows: list[dict]
@@ -68,15 +46,6 @@ class CompareResult:
     @property
     def files(self) -> dict[str, Path]:
         return {name: self.out_dir / name for name in COMPARE_FILES}
-
-
-def _base_tree(config: Config | dict | str | Path) -> dict:
-    if isinstance(config, Config):
-        return config.model_dump(mode="json")
-    if isinstance(config, dict):
-        return copy.deepcopy(config)
-    load_config(config)  # one-line errors for a bad file before anything runs
-    return yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
 
 
 def plan_members(
@@ -91,7 +60,7 @@ def plan_members(
         raise ConfigError(f"--methods: {', '.join(methods)} names a method twice")
     if seeds < 1:
         raise ConfigError("--seeds: give at least 1")
-    tree = _base_tree(config)
+    tree = base_tree(config)
     base = config_from_dict(tree, overrides=overrides)
     out_dir = Path(out or base.output_dir)
     if (out_dir / "config.yaml").exists():
@@ -100,38 +69,11 @@ def plan_members(
     for i in range(seeds):
         seed = base.training.seed + i
         for name in methods:
-            member = copy.deepcopy(tree)
-            block = member.get("method") or {}
-            member["method"] = block if block.get("name", "full") == name else {"name": name}
-            training = dict(member.get("training") or {})
-            if not same_budget:
-                for key in method_training_defaults(name):
-                    training.pop(key, None)
-            member["training"] = training
+            member = set_method(copy.deepcopy(tree), name, same_budget)
             extra = [f"training.seed={seed}", f"output_dir={out_dir / f'{name}-seed{seed}'}"]
             members.append(Member(name, seed, config_from_dict(member, source=f"compare member {name}",
                                                                 overrides=list(overrides or []) + extra)))
     return out_dir, members
-
-
-def _train_member(member: Member, isolate: bool) -> None:
-    resume = member.run_dir.exists() and any(member.run_dir.iterdir())
-    if not isolate:
-        from . import api
-
-        api.train(member.config, resume=resume)
-        return
-    # The member's config and its printed output live beside the run folders (OUT/members/);
-    # progress bars and errors (stderr) still reach the terminal.
-    config_file = member.run_dir.parent / "members" / f"{member.run_dir.name}.yaml"
-    atomic_write_text(config_file, member.config.to_yaml())
-    command = [sys.executable, "-m", "tuneforge", "train", str(config_file)] + (["--resume"] if resume else [])
-    with open(config_file.with_suffix(".log"), "a", encoding="utf-8") as log:
-        code = subprocess.run(command, stdout=log, env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
-    if code == 130 or code < 0:
-        raise KeyboardInterrupt
-    if code != 0:
-        raise TuneforgeError(f"{member.run_dir}: member run failed (exit {code}); its error is printed above")
 
 
 def compare(
@@ -143,12 +85,7 @@ def compare(
     ``out`` (default: the config's ``output_dir``) holds the member runs and the three files.
     """
     out_dir, members = plan_members(config, methods, seeds, overrides, same_budget, out)
-    for k, member in enumerate(members, 1):
-        state = "done" if member.finished else ("resuming" if member.run_dir.exists() else "training")
-        print(f"compare [{k}/{len(members)}] {member.method} seed {member.seed}: {state} ({member.run_dir})",
-              flush=True)
-        if not member.finished:
-            _train_member(member, isolate)
+    train_members(members, isolate, "compare")
     rows = summarise(members, isolated=isolate)
     write_outputs(out_dir, rows, members)
     return CompareResult(out_dir=out_dir, rows=rows)
@@ -156,16 +93,6 @@ def compare(
 
 # ---------------------------------------------------------------------------------------------
 # Summary
-
-
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def summarise(members: Sequence[Member], isolated: bool = True) -> list[dict]:
@@ -193,15 +120,9 @@ def summarise(members: Sequence[Member], isolated: bool = True) -> list[dict]:
             "peak_rss_mb": [m["training"]["peak_rss_mb"] if isolated else None for m in metrics],
         }
         for key, values in series.items():
-            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(values)
         rows.append(row)
     return rows
-
-
-def _pm(mean, std, digits: int) -> str:
-    if mean is None:
-        return "—"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
 
 
 def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
@@ -226,11 +147,11 @@ def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
         )
         lines.append(
             f"| {r['method']} | {r['learning_rate']:g} | {r['epochs']} | {r['trainable_params']:,} | "
-            f"{r['trainable_pct']:.3g}% | {_pm(r['dev_f1_mean'], r['dev_f1_std'], 4)} | "
-            f"{_pm(r['test_f1_mean'], r['test_f1_std'], 4)} | {ratio} | "
-            f"{_pm(r['train_seconds_mean'], r['train_seconds_std'], 1)} | "
-            f"{_pm(r['tokens_per_second_mean'], r['tokens_per_second_std'], 0)} | "
-            f"{_pm(r['peak_rss_mb_mean'], r['peak_rss_mb_std'], 0)} | {r['weights_mb']:.2f} |"
+            f"{r['trainable_pct']:.3g}% | {pm(r['dev_f1_mean'], r['dev_f1_std'], 4)} | "
+            f"{pm(r['test_f1_mean'], r['test_f1_std'], 4)} | {ratio} | "
+            f"{pm(r['train_seconds_mean'], r['train_seconds_std'], 1)} | "
+            f"{pm(r['tokens_per_second_mean'], r['tokens_per_second_std'], 0)} | "
+            f"{pm(r['peak_rss_mb_mean'], r['peak_rss_mb_std'], 0)} | {r['weights_mb']:.2f} |"
         )
     settings = {m.method: m.config.method.model_dump(mode="json") for m in members}
     lines += [
@@ -251,12 +172,7 @@ def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
 
 
 def format_csv(rows: Sequence[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if r[k] is None else r[k]) for k in CSV_COLUMNS})
-    return buffer.getvalue()
+    return rows_to_csv(rows, CSV_COLUMNS)
 
 
 def render_png(rows: Sequence[dict]) -> bytes:

@@ -583,3 +583,31 @@ def check_known_labels(examples: Sequence[TextExample], known: Iterable[str]) ->
                     f"label {label!r} was never seen in training (known: {', '.join(sorted(known_set))}); "
                     "fix the label or retrain with it",
                 )
+
+
+def write_text_examples(examples: Sequence[TextExample], path: str | Path, text_column: str = "text",
+                        label_column: str = "label", label_separator: str = "|") -> None:
+    """Write labelled texts as CSV (every field quoted), TSV or JSONL, by the extension (atomically)."""
+    import csv
+    import io
+
+    from ..paths import atomic_write_text
+
+    fmt = detect_text_format(path)
+    if fmt == "jsonl":
+        lines = []
+        for ex in examples:
+            record = {text_column: ex.text}
+            if ex.text_pair is not None:
+                record["text_pair"] = ex.text_pair
+            record[label_column] = ex.labels[0] if len(ex.labels or []) == 1 else list(ex.labels or [])
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        atomic_write_text(path, "".join(lines))
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n",
+                        quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_ALL, escapechar="\\" if fmt == "tsv" else None)
+    writer.writerow([text_column, label_column])
+    for ex in examples:
+        writer.writerow([ex.text, label_separator.join(ex.labels or [])])
+    atomic_write_text(path, buffer.getvalue())
