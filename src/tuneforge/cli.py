@@ -135,7 +135,8 @@ def _cmd_curve(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         result = curve.curve(args.config, curve.parse_ks(args.k), methods, seeds=args.seeds, overrides=args.set,
-                             isolate=not args.in_process, out=args.out, full_seeds=args.full_seeds)
+                             isolate=not args.in_process, out=args.out, full_seeds=args.full_seeds,
+                             summarise_only=args.summarise_only)
     except KeyboardInterrupt:
         print("interrupted; run the same `tuneforge curve` command again to continue where it stopped",
               file=sys.stderr)
@@ -149,7 +150,6 @@ def _cmd_data_sample(args) -> int:
     """k examples per class (per entity type for NER) from a labelled file, written in the same format."""
     from .data.readers import (
         detect_format,
-        detect_text_format,
         normalise_to_iob2,
         read_text_file,
         read_token_file,
@@ -162,8 +162,8 @@ def _cmd_data_sample(args) -> int:
     fmt = args.format
     kind = "text" if fmt in ("csv", "tsv") else "token" if fmt == "conll" else None
     if kind is None:
-        text_fmt = detect_text_format(args.input)
-        kind = "text" if text_fmt in ("csv", "tsv") else "token" if detect_format(args.input) == "conll" else None
+        suffix = Path(args.input).suffix.lower()
+        kind = "text" if suffix in (".csv", ".tsv", ".tab") else "token" if detect_format(args.input) == "conll" else None
         if kind is None:  # JSONL: tokens/tags records are NER, text/label records classification
             with open(args.input, encoding="utf-8") as handle:
                 first = next((line for line in handle if line.strip()), "{}")
@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every member")
     p.add_argument("--out", help="folder for the member runs and curve.md/csv/png (default: the config's output_dir)")
     p.add_argument("--in-process", action="store_true", help="train members in this process")
+    p.add_argument("--summarise-only", action="store_true",
+                   help="train nothing: write the files from the members that finished (a curve still running)")
     p.set_defaults(func=_cmd_curve)
 
     p = sub.add_parser("export", help="write a trained run as a plain Hugging Face model folder")

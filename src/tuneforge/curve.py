@@ -114,11 +114,17 @@ def plan_curve(
 def curve(
     config: Config | dict | str | Path, ks: Sequence[int | None], methods: Sequence[str], seeds: int = 1,
     overrides: list[str] | None = None, isolate: bool = True, out: str | Path | None = None,
-    full_seeds: int | None = None,
+    full_seeds: int | None = None, summarise_only: bool = False,
 ) -> CurveResult:
-    """Train every member not finished yet and write curve.md, curve.csv and curve.png."""
+    """Train every member not finished yet and write curve.md, curve.csv and curve.png
+    (``summarise_only``: train nothing, summarise the members that finished)."""
     out_dir, members = plan_curve(config, ks, methods, seeds, overrides, out, full_seeds)
-    train_members(members, isolate, "curve")
+    if summarise_only:
+        members = [m for m in members if m.finished]
+        if not members:
+            raise ConfigError(f"{out_dir}: no finished member runs to summarise yet")
+    else:
+        train_members(members, isolate, "curve")
     rows = summarise(members, ks)
     write_outputs(out_dir, rows, members)
     return CurveResult(out_dir, rows)
@@ -167,7 +173,7 @@ def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
     base = members[0].config
     task = get_task(base.task.type)
     ks = list(dict.fromkeys(r["k"] for r in rows if r["k"] != "-"))
-    headline = "macro-F1" if base.task.type != "token_classification" else "entity F1 (micro)"
+    headline = f"{task.score_name} (`{task.metric_for_best}`: macro-F1 for single-label classifiers, entity micro-F1 for NER)"
     lines = [
         "# Learning curves",
         "",
@@ -201,7 +207,7 @@ def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
             f"{pm(r['dev_f1_mean'], r['dev_f1_std'], 4)} | {pm(r['test_f1_mean'], r['test_f1_std'], 4)} | "
             f"{pm(r['test_macro_f1_mean'], r['test_macro_f1_std'], 4)} | "
             f"{pm(r['train_seconds_mean'], r['train_seconds_std'], 1)} |")
-    lines += ["", f"Task `{task.name}`; F1 is the task's headline metric ({headline}).", "",
+    lines += ["", f"Task `{task.name}`.", "",
               "![test F1 against training-set size](curve.png)", ""]
     return "\n".join(lines)
 
