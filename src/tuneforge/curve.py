@@ -125,7 +125,7 @@ def curve(
             raise ConfigError(f"{out_dir}: no finished member runs to summarise yet")
     else:
         train_members(members, isolate, "curve")
-    rows = summarise(members, ks)
+    rows = summarise(members, ks, methods)
     write_outputs(out_dir, rows, members)
     return CurveResult(out_dir, rows)
 
@@ -144,10 +144,11 @@ def _train_examples(metrics: dict) -> int:
     return counts.get("train", 0)
 
 
-def summarise(members: Sequence[Member], ks: Sequence[int | None]) -> list[dict]:
-    """One row per (approach, k) in the order given; a zero-shot approach has one row, k ``-``."""
+def summarise(members: Sequence[Member], ks: Sequence[int | None], methods: Sequence[str] = ()) -> list[dict]:
+    """One row per (approach, k), approaches in the order given; a zero-shot approach has one row, k ``-``."""
     rows = []
-    for name in dict.fromkeys(m.method for m in members):
+    present = dict.fromkeys(m.method for m in members)
+    for name in [n for n in methods if n in present] or present:
         runs_of = [m for m in members if m.method == name]
         flat = len(runs_of) == 1 and not get_task(runs_of[0].config.task.type).uses_training_data
         for k in (["-"] if flat else ks):
