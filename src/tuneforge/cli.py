@@ -1,4 +1,4 @@
-"""`tuneforge train|eval|predict|compare|continual|export|vocab|data …` — parses arguments and calls the Python API."""
+"""`tuneforge train|eval|predict|compare|curve|continual|export|vocab|data …` — parses arguments and calls the Python API."""
 
 from __future__ import annotations
 
@@ -252,6 +252,65 @@ def _cmd_continual_split(args) -> int:
     return 0
 
 
+def _cmd_curve(args) -> int:
+    from . import curve
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        result = curve.curve(args.config, curve.parse_ks(args.k), methods, seeds=args.seeds, overrides=args.set,
+                             isolate=not args.in_process, out=args.out, full_seeds=args.full_seeds,
+                             summarise_only=args.summarise_only)
+    except KeyboardInterrupt:
+        print("interrupted; run the same `tuneforge curve` command again to continue where it stopped",
+              file=sys.stderr)
+        return 130
+    print(result.files["curve.md"].read_text(encoding="utf-8"))
+    print(f"table: {result.files['curve.md']} · {result.files['curve.csv']} · picture: {result.files['curve.png']}")
+    return 0
+
+
+def _cmd_data_sample(args) -> int:
+    """k examples per class (per entity type for NER) from a labelled file, written in the same format."""
+    from .data.readers import (
+        detect_format,
+        normalise_to_iob2,
+        read_text_file,
+        read_token_file,
+        write_conll,
+        write_text_file,
+    )
+    from .data.sampling import describe_sample, greedy_sample, sample_per_class
+    from .evaluation.metrics import extract_entities
+
+    fmt = args.format
+    kind = "text" if fmt in ("csv", "tsv") else "token" if fmt == "conll" else None
+    if kind is None:
+        suffix = Path(args.input).suffix.lower()
+        kind = "text" if suffix in (".csv", ".tsv", ".tab") else "token" if detect_format(args.input) == "conll" else None
+        if kind is None:  # JSONL: tokens/tags records are NER, text/label records classification
+            with open(args.input, encoding="utf-8") as handle:
+                first = next((line for line in handle if line.strip()), "{}")
+            kind = "token" if '"tokens"' in first else "text"
+    if kind == "token":
+        examples = read_token_file(args.input, fmt if fmt != "auto" else "auto", tag_column=args.tag_column)
+        normalise_to_iob2(examples, args.scheme)
+        sample, report = greedy_sample(examples, lambda ex: [t for t, _, _ in extract_entities(ex.tags)],
+                                       args.k, args.seed)
+        write_conll(sample, args.out)
+    else:
+        examples = read_text_file(args.input, fmt, args.text_column, args.label_column,
+                                  multi_label=args.multi_label, label_separator="|")
+        if args.multi_label:
+            sample, report = greedy_sample(examples, lambda ex: ex.labels or [], args.k, args.seed)
+        else:
+            sample, report = sample_per_class(examples, lambda ex: ex.labels[0], args.k, args.seed)
+        write_text_file(sample, args.out, "auto", args.text_column, args.label_column, multi_label=args.multi_label)
+    print(describe_sample(report))
+    print("per label: " + ", ".join(f"{label} {n}" for label, n in report["per_label"].items()))
+    print(f"wrote {report['examples']} examples to {args.out}")
+    return 0
+
+
 def _cmd_export(args) -> int:
     if args.merge == args.onnx:
         raise TuneforgeError("export: pass --merge (a plain Hugging Face model) or --onnx (an ONNX Runtime model)")
@@ -423,6 +482,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the config")
     p.set_defaults(func=_cmd_continual_split)
 
+    p = sub.add_parser("curve", help="learning curves: train each approach at several training-set sizes and seeds")
+    p.add_argument("config")
+    p.add_argument("--k", default="8,16,32,64,full",
+                   help="sizes: examples per class (per entity type for NER), 'full' for the whole training set")
+    p.add_argument("--methods", default="full",
+                   help="comma-separated: adaptation methods (full, lora, bitfit...) and the task's approaches "
+                        "(text classification: setfit, zero_shot; NER: prototypes, prototypes_ft)")
+    p.add_argument("--seeds", type=int, default=5, help="runs per (approach, k): seeds training.seed, +1, +2 ...")
+    p.add_argument("--full-seeds", type=int, help="seeds for k = full (default: --seeds); full runs cost the most")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every member")
+    p.add_argument("--out", help="folder for the member runs and curve.md/csv/png (default: the config's output_dir)")
+    p.add_argument("--in-process", action="store_true", help="train members in this process")
+    p.add_argument("--summarise-only", action="store_true",
+                   help="train nothing: write the files from the members that finished (a curve still running)")
+    p.set_defaults(func=_cmd_curve)
+
     p = sub.add_parser("export", help="write a trained run as a plain Hugging Face model folder")
     p.add_argument("run")
     p.add_argument("out")
@@ -481,6 +556,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text_columns(p, labels=True, defaults="text, label; no pair")
     p.add_argument("--multi-label", action="store_true", help="text data: several labels per text")
     p.set_defaults(func=_cmd_data_perturb)
+    p = data.add_parser("sample", help="k examples per class (per entity type for NER), deterministic by seed")
+    p.add_argument("input")
+    p.add_argument("--k", type=_positive_int, required=True)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", required=True, help="the sample, in the input's format (CoNLL for NER)")
+    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv"])
+    p.add_argument("--tag-column", type=int, default=-1)
+    p.add_argument("--scheme", default="auto", choices=["auto", *SCHEMES])
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--multi-label", action="store_true", help="text files: several labels per text (| separated)")
+    p.set_defaults(func=_cmd_data_sample)
     return parser
 
 

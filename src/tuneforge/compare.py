@@ -25,24 +25,17 @@ and the drop from clean F1 to the tables.
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import json
-import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
-from .config import ADVERSARIAL_METHODS, Config, config_from_dict, load_config
-from .errors import ConfigError, TuneforgeError
-from .methods import REGISTRY, method_training_defaults
+from .config import ADVERSARIAL_METHODS, Config, config_from_dict
+from .errors import ConfigError
+from .methods import REGISTRY
+from .multirun import PLAIN, Member, base_tree, mean_std, member_label, pm, rows_to_csv, set_method, train_members
 from .paths import atomic_write_bytes, atomic_write_text
-from .training.checkpoint import CHECKPOINT_DIR
 
 COMPARE_FILES = ("compare.md", "compare.csv", "compare.png")
 CSV_COLUMNS = [
@@ -53,34 +46,6 @@ CSV_COLUMNS = [
 # with perturbations: these, then perturbed_<name>_f1_mean/std per perturbation
 ROBUSTNESS_COLUMNS = ["perturbed_f1_mean", "perturbed_f1_std", "f1_drop_mean", "f1_drop_std"]
 ROBUSTNESS_FILE = "robustness.json"
-PLAIN = "none"  # the adversarial axis's name for plain training
-
-
-def member_label(method: str, adversarial: str | None) -> str:
-    """The row a member belongs to: ``lora``, or ``lora+fgm`` on the adversarial axis."""
-    return method if adversarial in (None, PLAIN) else f"{method}+{adversarial}"
-
-
-@dataclass
-class Member:
-    method: str
-    seed: int
-    config: Config
-    adversarial: str | None = None  # the adversarial axis: none (plain), fgm, pgd, rdrop; None: no such axis
-
-    @property
-    def label(self) -> str:
-        return member_label(self.method, self.adversarial)
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.config.output_dir)
-
-    @property
-    def finished(self) -> bool:
-        return (self.run_dir / "metrics.json").exists() and not (self.run_dir / CHECKPOINT_DIR).exists()
-
-
 @dataclass
 class CompareResult:
     out_dir: Path
@@ -89,15 +54,6 @@ class CompareResult:
     @property
     def files(self) -> dict[str, Path]:
         return {name: self.out_dir / name for name in COMPARE_FILES}
-
-
-def _base_tree(config: Config | dict | str | Path) -> dict:
-    if isinstance(config, Config):
-        return config.model_dump(mode="json")
-    if isinstance(config, dict):
-        return copy.deepcopy(config)
-    load_config(config)  # one-line errors for a bad file before anything runs
-    return yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
 
 
 def plan_members(
@@ -119,7 +75,7 @@ def plan_members(
                               + (f" (unknown: {', '.join(bad)})" if bad else ""))
     if seeds < 1:
         raise ConfigError("--seeds: give at least 1")
-    tree = _base_tree(config)
+    tree = base_tree(config)
     # on the adversarial axis each member brings its own block; --set adversarial.* is meant for those
     base = config_from_dict(tree, overrides=list(overrides or []) + (["adversarial=null"] if adversarial else []))
     out_dir = Path(out or base.output_dir)
@@ -130,14 +86,7 @@ def plan_members(
         seed = base.training.seed + i
         for name in methods:
             for adv in adversarial if adversarial is not None else [None]:
-                member = copy.deepcopy(tree)
-                block = member.get("method") or {}
-                member["method"] = block if block.get("name", "full") == name else {"name": name}
-                training = dict(member.get("training") or {})
-                if not same_budget:
-                    for key in method_training_defaults(name):
-                        training.pop(key, None)
-                member["training"] = training
+                member = set_method(copy.deepcopy(tree), name, same_budget)
                 extra = [f"training.seed={seed}"]
                 if adv is not None:
                     own = member.get("adversarial") or {}
@@ -147,28 +96,9 @@ def plan_members(
                 label = member_label(name, adv)
                 extra.append(f"output_dir={out_dir / f'{label}-seed{seed}'}")
                 members.append(Member(name, seed, config_from_dict(member, source=f"compare member {label}",
-                                                                   overrides=list(overrides or []) + extra), adv))
+                                                                   overrides=list(overrides or []) + extra),
+                                      adversarial=adv))
     return out_dir, members
-
-
-def _train_member(member: Member, isolate: bool) -> None:
-    resume = member.run_dir.exists() and any(member.run_dir.iterdir())
-    if not isolate:
-        from . import api
-
-        api.train(member.config, resume=resume)
-        return
-    # The member's config and its printed output live beside the run folders (OUT/members/);
-    # progress bars and errors (stderr) still reach the terminal.
-    config_file = member.run_dir.parent / "members" / f"{member.run_dir.name}.yaml"
-    atomic_write_text(config_file, member.config.to_yaml())
-    command = [sys.executable, "-m", "tuneforge", "train", str(config_file)] + (["--resume"] if resume else [])
-    with open(config_file.with_suffix(".log"), "a", encoding="utf-8") as log:
-        code = subprocess.run(command, stdout=log, env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
-    if code == 130 or code < 0:
-        raise KeyboardInterrupt
-    if code != 0:
-        raise TuneforgeError(f"{member.run_dir}: member run failed (exit {code}); its error is printed above")
 
 
 def compare(
@@ -188,12 +118,7 @@ def compare(
     if names:
         check_rate(rate)
     out_dir, members = plan_members(config, methods, seeds, overrides, same_budget, out, adversarial)
-    for k, member in enumerate(members, 1):
-        state = "done" if member.finished else ("resuming" if member.run_dir.exists() else "training")
-        print(f"compare [{k}/{len(members)}] {member.label} seed {member.seed}: {state} ({member.run_dir})",
-              flush=True)
-        if not member.finished:
-            _train_member(member, isolate)
+    train_members(members, isolate, "compare")
     if names:
         score_robustness(members, names, rate, perturb_seed)
     rows = summarise(members, isolated=isolate, perturbations=names)
@@ -233,16 +158,6 @@ def score_robustness(members: Sequence[Member], names: Sequence[str], rate: floa
 # Summary
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def summarise(members: Sequence[Member], isolated: bool = True, perturbations: Sequence[str] | None = None) -> list[dict]:
     """One row per method (x adversarial setting), in the order given: mean and sample std over its seeds."""
     from .artifacts import weights_size_bytes
@@ -274,7 +189,7 @@ def summarise(members: Sequence[Member], isolated: bool = True, perturbations: S
             for p in perturbations:
                 series[f"perturbed_{p}_f1"] = [r["perturbations"][p]["f1"] for r in reports]
         for key, values in series.items():
-            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(values)
         rows.append(row)
     return rows
 
@@ -282,12 +197,6 @@ def summarise(members: Sequence[Member], isolated: bool = True, perturbations: S
 def _perturbation_names(rows: Sequence[dict]) -> list[str]:
     return [k.removeprefix("perturbed_").removesuffix("_f1_mean") for k in rows[0]
             if k.startswith("perturbed_") and k.endswith("_f1_mean") and k != "perturbed_f1_mean"]
-
-
-def _pm(mean, std, digits: int) -> str:
-    if mean is None:
-        return "—"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
 
 
 def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
@@ -313,11 +222,11 @@ def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
         )
         lines.append(
             f"| {r['method']} | {r['learning_rate']:g} | {r['epochs']} | {r['trainable_params']:,} | "
-            f"{r['trainable_pct']:.3g}% | {_pm(r['dev_f1_mean'], r['dev_f1_std'], 4)} | "
-            f"{_pm(r['test_f1_mean'], r['test_f1_std'], 4)} | {ratio} | "
-            f"{_pm(r['train_seconds_mean'], r['train_seconds_std'], 1)} | "
-            f"{_pm(r['tokens_per_second_mean'], r['tokens_per_second_std'], 0)} | "
-            f"{_pm(r['peak_rss_mb_mean'], r['peak_rss_mb_std'], 0)} | {r['weights_mb']:.2f} |"
+            f"{r['trainable_pct']:.3g}% | {pm(r['dev_f1_mean'], r['dev_f1_std'], 4)} | "
+            f"{pm(r['test_f1_mean'], r['test_f1_std'], 4)} | {ratio} | "
+            f"{pm(r['train_seconds_mean'], r['train_seconds_std'], 1)} | "
+            f"{pm(r['tokens_per_second_mean'], r['tokens_per_second_std'], 0)} | "
+            f"{pm(r['peak_rss_mb_mean'], r['peak_rss_mb_std'], 0)} | {r['weights_mb']:.2f} |"
         )
     if perturbations:
         lines += _robustness_markdown(rows, members, perturbations)
@@ -360,9 +269,9 @@ def _robustness_markdown(rows: Sequence[dict], members: Sequence[Member], pertur
         share = (f"{100 * r['f1_drop_mean'] / plain['f1_drop_mean']:.0f}%"
                  if plain["f1_drop_mean"] else "—")
         lines.append(
-            f"| {r['method']} | {_pm(r['test_f1_mean'], r['test_f1_std'], 4)} | "
-            f"{_pm(r['perturbed_f1_mean'], r['perturbed_f1_std'], 4)} | {_pm(r['f1_drop_mean'], r['f1_drop_std'], 4)} | "
-            f"{share} | " + " | ".join(_pm(r[f"perturbed_{p}_f1_mean"], r[f"perturbed_{p}_f1_std"], 4)
+            f"| {r['method']} | {pm(r['test_f1_mean'], r['test_f1_std'], 4)} | "
+            f"{pm(r['perturbed_f1_mean'], r['perturbed_f1_std'], 4)} | {pm(r['f1_drop_mean'], r['f1_drop_std'], 4)} | "
+            f"{share} | " + " | ".join(pm(r[f"perturbed_{p}_f1_mean"], r[f"perturbed_{p}_f1_std"], 4)
                                      for p in perturbations) + " |"
         )
     return lines
@@ -373,12 +282,7 @@ def format_csv(rows: Sequence[dict]) -> str:
     perturbations = _perturbation_names(rows)
     if perturbations:
         columns += ROBUSTNESS_COLUMNS + [f"perturbed_{p}_f1_{s}" for p in perturbations for s in ("mean", "std")]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if r[k] is None else r[k]) for k in columns})
-    return buffer.getvalue()
+    return rows_to_csv(rows, columns)
 
 
 def render_png(rows: Sequence[dict]) -> bytes:

@@ -95,6 +95,11 @@ class DataConfig(_Strict):
     )
     split_seed: int = 42
     max_train_examples: Optional[int] = Field(default=None, ge=1, description="use only the first N after splitting")
+    k_shot: Optional[int] = Field(
+        default=None, ge=1,
+        description="few-shot: train on k examples per class (per entity type for NER), sampled by the task",
+    )
+    k_shot_seed: Optional[int] = Field(default=None, description="seed of the k-shot draw; default: training.seed")
 
     # the formats the task reads; a task's subclass narrows it
     FORMATS: ClassVar[tuple[str, ...]] = ("auto",)
@@ -127,7 +132,11 @@ class EncodingConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(default=5, ge=1)
+    epochs: int = Field(default=5, ge=0, description="0: no training; the model as built is saved and scored")
+    min_steps: Optional[int] = Field(
+        default=None, ge=1,
+        description="few-shot: pass over a small training set several times per epoch to reach this many updates",
+    )
     batch_size: int = Field(default=16, ge=1)
     eval_batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=5e-5, gt=0)
@@ -357,7 +366,7 @@ class Config(_Strict):
             return tree  # not a method name at all: validation reports 'method.name'
         from .methods import method_training_defaults
 
-        defaults = method_training_defaults(name)
+        defaults = {**_task_training_defaults(tree), **method_training_defaults(name)}
         if not defaults:
             return tree
         training = tree.get("training") or {}
@@ -369,6 +378,14 @@ class Config(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _task_training_defaults(tree: dict) -> dict:
+    """A task's own ``training`` defaults (a zero-shot task: ``epochs: 0``); empty for an unknown type."""
+    from .tasks import REGISTRY
+
+    task = REGISTRY.get(_task_type(tree))
+    return dict(getattr(task, "DEFAULT_TRAINING", {}) or {})
 
 
 _CONFIG_CLASSES: dict[type, type[Config]] = {}

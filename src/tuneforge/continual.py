@@ -44,10 +44,10 @@ from typing import Literal, Optional, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .compare import _mean_std, _pm
+from .multirun import mean_std as _mean_std, pm as _pm
 from .config import Config, _merge, config_from_dict, parse_overrides, read_config_tree
 from .errors import ConfigError, TuneforgeError
-from .paths import atomic_write_bytes, atomic_write_text, resolve_path
+from .paths import atomic_write_bytes, atomic_write_text
 from .training.checkpoint import CHECKPOINT_DIR
 
 STRATEGIES = ("naive", "replay", "ewc", "lwf", "joint")

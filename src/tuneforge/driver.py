@@ -125,6 +125,12 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
     data.report["encoding"] = stats.describe()
     say = distributed.print_main
     say(f"data: {task.data_summary(data)}; {stats.describe()}")
+    passes = passes_for_min_steps(cfg.training, len(items))
+    if passes > 1:
+        items, lengths = list(items) * passes, list(lengths) * passes
+        data.report["passes_per_epoch"] = passes
+        say(f"training.min_steps {cfg.training.min_steps}: each epoch passes over the {len(items) // passes} "
+            f"training inputs {passes} times")
     say(f"model: {cfg.model.name_or_path} · method {method.name} · {trainable:,} of {total:,} parameters train")
     if distributed.world_size() > 1:
         n = distributed.world_size()
@@ -140,17 +146,25 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
         return task.evaluate_dev(current_model, tokenizer, dev, meta, precision)
 
     def save_best(current_model, state_dict: dict | None = None) -> None:
+        task.before_save(current_model, tokenizer, meta, precision)
         save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta, state_dict)
 
     metric, greater = metric_for_best(cfg.training, task)
-    collate = task.collator(tokenizer)
-    result = train_loop(
-        model, items, lengths, collate, cfg.training, run_dir,
-        evaluate_dev if dev else None, save_best, resume=resume,
-        callbacks=[*task.callbacks(), *regime_callbacks(cfg, task), *callbacks], compute_loss=task.loss,
-        metric_for_best=metric, greater_is_better=greater, tracker_config=_flat_config(cfg),
-        loss_units=task.loss_units,
-    )
+    if cfg.training.epochs == 0:
+        # Nothing to train (a zero-shot model, a nearest-prototype head): the model as built is the model.
+        say("training.epochs 0: no training; the model as built is saved and scored")
+        if distributed.is_main():
+            save_best(model)
+        result = LoopResult(best_score=None, best_epoch=None, epochs_run=0, stopped_early=False,
+                            precision=precision, metric_for_best=metric)
+    else:
+        result = train_loop(
+            model, items, lengths, task.collator(tokenizer), cfg.training, run_dir,
+            evaluate_dev if dev else None, save_best, resume=resume,
+            callbacks=[*task.callbacks(), *regime_callbacks(cfg, task), *callbacks], compute_loss=task.loss,
+            metric_for_best=metric, greater_is_better=greater, tracker_config=_flat_config(cfg),
+            loss_units=task.loss_units,
+        )
 
     # Final numbers come from the saved best model, read back from disk: what users will load.
     # Process 0 saved it; the others score with it too when they can see the run folder (a shared
@@ -183,7 +197,8 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
             task.write_outputs(run_dir, name, examples, predictions, metrics[name], predictor)
         from .evaluation.plots import render_training_curves_png
 
-        atomic_write_bytes(run_dir / "curves.png", render_training_curves_png(result, cfg.training.epochs))
+        if result.epochs_run:
+            atomic_write_bytes(run_dir / "curves.png", render_training_curves_png(result, cfg.training.epochs))
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False))
         atomic_write_text(run_dir / "report.txt", "\n".join(report_parts))
         shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
@@ -223,6 +238,21 @@ def build_prepared_model(cfg: Config, task: Task, labels: list[str], known: list
     if cfg.model.init_from:
         continue_from(model, cfg.model.init_from, len(known or []))
     return model
+
+
+def passes_for_min_steps(training: TrainingConfig, n_items: int) -> int:
+    """How many times an epoch goes over the training inputs so that ``training.min_steps`` updates
+    happen in all (1 without ``min_steps``). A few-shot set of 24 texts is two batches an epoch;
+    repeating it inside the epoch, rather than running dozens of epochs, keeps dev evaluation and
+    checkpoints once per epoch as configured."""
+    if not training.min_steps or not n_items or not training.epochs:
+        return 1
+    passes = 1
+    while True:
+        batches = math.ceil(n_items * passes / training.batch_size)
+        if math.ceil(batches / training.gradient_accumulation_steps) * training.epochs >= training.min_steps:
+            return passes
+        passes += 1
 
 
 def method_meta(cfg: Config) -> dict:

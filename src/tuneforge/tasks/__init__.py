@@ -10,9 +10,14 @@ from __future__ import annotations
 from .base import Predictor, Task, TaskData
 from .masked_lm import MaskedLM
 from .text_classification import TextClassification
+from .setfit import SetFitClassification
 from .token_classification import TokenClassification
+from .zero_shot import ZeroShotClassification
 
-REGISTRY: dict[str, type[Task]] = {task.name: task for task in (TokenClassification, TextClassification, MaskedLM)}
+REGISTRY: dict[str, type[Task]] = {
+    task.name: task
+    for task in (TokenClassification, TextClassification, MaskedLM, ZeroShotClassification, SetFitClassification)
+}
 
 
 def register_task(task: type[Task]) -> type[Task]:

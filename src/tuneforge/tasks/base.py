@@ -7,8 +7,8 @@ driver (:func:`tuneforge.driver.train_run`) asks it, in this order:
    ``encoding:`` sections (subclasses of the shared ones); keys another task defines are errors.
 2. **data**: :meth:`Task.prepare_data` reads train/dev/test (:meth:`read`, ``data.split``), lets
    the task normalise them (:meth:`normalise`), builds the label space (:meth:`label_list`), checks
-   dev/test against it (:meth:`check_labels`), cuts ``data.max_train_examples`` and counts
-   (:meth:`describe`).
+   dev/test against it (:meth:`check_labels`), cuts ``data.max_train_examples``, draws
+   ``data.k_shot`` examples per label (:meth:`sample_k_shot`) and counts (:meth:`describe`).
 3. **model**: :meth:`build_model` (pre-trained body + this task's head), then the adaptation method.
 4. **encoding**: :meth:`encode` (examples -> model inputs and their lengths) and :meth:`collator`;
    :meth:`callbacks` attaches the task's own behaviour to the loop (the masked-LM task saves its
@@ -135,6 +135,13 @@ class Task:
     metric_for_best: ClassVar[str] = "f1"
     greater_is_better: ClassVar[bool] = True
     score_name: ClassVar[str] = "F1"  # what the headline metric is called in summaries
+    # False for a task that needs no training examples (zero-shot): a learning curve draws it once, flat
+    uses_training_data: ClassVar[bool] = True
+    # ``training`` values this task needs unless the config sets them (as methods' DEFAULT_TRAINING)
+    DEFAULT_TRAINING: ClassVar[dict] = {}
+    # few-shot approaches of this task by name: config changes (dotted keys) that `tuneforge curve`
+    # and `compare` can run next to the adaptation methods, e.g. {"setfit": {"task.type": "setfit"}}
+    APPROACHES: ClassVar[dict[str, dict]] = {}
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -191,9 +198,22 @@ class Task:
         if d.max_train_examples is not None and len(splits["train"]) > d.max_train_examples:
             report["train_truncated_from"] = len(splits["train"])
             splits["train"] = splits["train"][: d.max_train_examples]
+        if d.k_shot is not None:
+            seed = d.k_shot_seed if d.k_shot_seed is not None else self.cfg.training.seed
+            splits["train"], report["k_shot"] = self.sample_k_shot(splits["train"], labels, d.k_shot, seed)
+            from ..data.sampling import describe_sample
+
+            print(describe_sample(report["k_shot"]))
         report.update(self.describe(splits, labels))
         self.labels = labels
         return TaskData(splits, labels, report)
+
+    def sample_k_shot(self, train: Sequence, labels: list[str], k: int, seed: int) -> tuple[list, dict]:
+        """``k`` training examples per label, deterministic by ``seed``: (the sample, a report of counts
+        per label and labels short of ``k``). See :mod:`tuneforge.data.sampling`."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"data.k_shot: task {self.name} has no k-shot sampler; remove data.k_shot")
 
     def data_summary(self, data: TaskData) -> str:
         """The first line the driver prints: how much data."""
@@ -316,6 +336,10 @@ class Task:
         """What ``tuneforge.json`` keeps besides task, method and base model: enough to predict as trained."""
         e = self.cfg.encoding
         return {"labels": list(labels), "max_length": e.max_length, "stride": e.stride}
+
+    def before_save(self, model, tokenizer, meta: dict, precision: str) -> None:
+        """Last touches before the (best) model is written: a head fitted on the training embeddings
+        (SetFit), for example. ``meta`` is what ``tuneforge.json`` will hold and may be updated."""
 
     def predictor(self, model, tokenizer, meta: dict, precision: str = "fp32") -> Predictor:
         return self.Predictor(model, tokenizer, meta, precision)

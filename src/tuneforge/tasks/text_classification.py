@@ -115,27 +115,29 @@ def model_inputs_take_token_types(tokenizer) -> bool:
 
 
 @torch.inference_mode()
-def text_logits(
-    model, tokenizer, examples: Sequence[TextExample], meta: dict, batch_size: int = 64, precision: str = "fp32"
+def per_text_outputs(
+    model, forward, tokenizer, examples: Sequence[TextExample], meta: dict, width: int, batch_size: int = 64,
+    precision: str = "fp32",
 ) -> np.ndarray:
-    """(texts x labels) logits; a text read in several windows gets its windows' logits pooled."""
+    """(texts x ``width``) outputs of ``forward(model, batch)`` (logits, embeddings...), encoded as the
+    model was trained (``meta``: max_length, long_text, stride...); a text read in several windows gets
+    its windows' outputs pooled (``meta["window_pooling"]``: mean or max)."""
     inputs, _ = encode_texts(
         examples, tokenizer, None, meta["max_length"], meta["long_text"], meta["stride"], meta["head_fraction"]
     )
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    n_labels = model.config.num_labels
-    per_input = np.zeros((len(inputs), n_labels), dtype=np.float32)
+    per_input = np.zeros((len(inputs), width), dtype=np.float32)
     collate = SequenceCollator(tokenizer.pad_token_id, model_inputs_take_token_types(tokenizer))
     for batch_idx in sorted_batches([len(x.input_ids) for x in inputs], batch_size):
         batch = collate([inputs[i] for i in batch_idx])
         batch.pop("n_tokens")
         with autocast_context(device, precision):
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        per_input[batch_idx] = logits.float().cpu().numpy()
+            outputs = forward(model, {k: v.to(device) for k, v in batch.items()})
+        per_input[batch_idx] = outputs.float().cpu().numpy()
     model.train(was_training)
-    out = np.zeros((len(examples), n_labels), dtype=np.float32)
+    out = np.zeros((len(examples), width), dtype=np.float32)
     owner = np.array([x.example for x in inputs], dtype=np.int64)
     pool = np.maximum.reduceat if meta.get("window_pooling") == "max" else np.add.reduceat
     starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else np.array([], dtype=np.int64)
@@ -150,6 +152,31 @@ def text_logits(
 def stack_rows(rows: Sequence[np.ndarray], n_labels: int) -> np.ndarray:
     """Per-text rows (as gathered from several processes) back into one (texts x labels) array."""
     return np.stack(rows).astype(np.float32, copy=False) if len(rows) else np.zeros((0, n_labels), np.float32)
+
+
+def text_logits(
+    model, tokenizer, examples: Sequence[TextExample], meta: dict, batch_size: int = 64, precision: str = "fp32"
+) -> np.ndarray:
+    """(texts x labels) logits of a sequence classifier; a text read in several windows gets its windows' logits pooled."""
+    return per_text_outputs(model, lambda m, batch: m(**batch).logits, tokenizer, examples, meta,
+                            model.config.num_labels, batch_size, precision)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the token vectors under the attention mask: how sentence-transformers models
+    (all-MiniLM-L6-v2 among them) are trained to embed a text."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+def sentence_embeddings(encoder, tokenizer, examples: Sequence[TextExample], meta: dict, batch_size: int = 64,
+                        precision: str = "fp32") -> np.ndarray:
+    """L2-normalised mean-pooled embeddings of ``encoder`` (an ``AutoModel``), one row per text."""
+    def forward(model, batch):
+        return torch.nn.functional.normalize(mean_pool(model(**batch).last_hidden_state, batch["attention_mask"]), dim=-1)
+
+    out = per_text_outputs(encoder, forward, tokenizer, examples, meta, encoder.config.hidden_size, batch_size, precision)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)  # pooled windows: unit length again
 
 
 def probabilities_from_logits(logits: np.ndarray, multi_label: bool) -> np.ndarray:
@@ -364,6 +391,9 @@ class TextClassificationData(DataConfig):
     label_separator: str = Field(
         default="|", min_length=1, description="multi-label CSV/TSV: separator between labels in one cell"
     )
+    label_descriptions: Optional[dict[str, Union[str, list[str]]]] = Field(
+        default=None, description="what each label means, in words (zero-shot scores texts against them); "
+                                  "kept in the model's tuneforge.json")
 
 
 class TextClassification(Task):
@@ -375,6 +405,13 @@ class TextClassification(Task):
     Encoding = EncodingConfig
     Predictor = TextClassifier
     metric_for_best = "f1"
+    # few-shot approaches `tuneforge curve` / `compare` can run by name (see Task.APPROACHES)
+    APPROACHES = {
+        "setfit": {"task.type": "setfit", "training.learning_rate": None, "training.epochs": None,
+                   "training.batch_size": None, "training.min_steps": None},
+        "zero_shot": {"task.type": "zero_shot_classification", "task.class_weights": None, "data.k_shot": None,
+                      "training.epochs": None, "training.min_steps": None},
+    }
 
     def read(self, path: str, labelled: bool = True) -> list[TextExample]:
         d, t = self.cfg.data, self.cfg.task
@@ -389,6 +426,14 @@ class TextClassification(Task):
             check_trainable_labels(splits["train"], self.cfg.task.multi_label)
         for name in ("dev", "test"):
             check_known_labels(splits[name], labels)
+
+    def sample_k_shot(self, train, labels, k, seed):
+        """Exactly ``k`` texts per class; multi-label sets use the greedy sampler (a text carries several labels)."""
+        from ..data.sampling import greedy_sample, sample_per_class
+
+        if self.cfg.task.multi_label:
+            return greedy_sample(train, lambda ex: ex.labels or [], k, seed)
+        return sample_per_class(train, lambda ex: ex.labels[0], k, seed)
 
     def describe(self, splits: dict[str, list], labels: list[str]) -> dict:
         return {
@@ -449,7 +494,7 @@ class TextClassification(Task):
             "max_length": e.max_length, "stride": e.stride, "long_text": t.long_text,
             "head_fraction": t.head_fraction, "window_pooling": t.window_pooling,
             "text_column": d.text_column, "text_pair_column": d.text_pair_column, "label_column": d.label_column,
-            "label_separator": d.label_separator,
+            "label_separator": d.label_separator, "label_descriptions": d.label_descriptions,
         }
 
     def evaluate_dev(self, model, tokenizer, examples, meta: dict, precision: str) -> dict:

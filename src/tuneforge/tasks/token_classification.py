@@ -245,6 +245,11 @@ class TokenClassificationOptions(TaskOptions):
         description="entity types a sentence does not annotate (a continual stage's old types): 'mask' "
         "leaves them out of the loss of its O words; 'o' trains those words as plain O",
     )
+    head_init: Literal["random", "prototypes"] = Field(
+        default="random",
+        description="prototypes: the head starts as the nearest-prototype classifier of the training "
+                    "words' encoder vectors (few-shot; with training.epochs 0 it is that classifier)",
+    )
 
 
 class TokenClassificationData(DataConfig):
@@ -377,6 +382,29 @@ class TokenClassification(Task):
                 if scheme.examples:
                     report[f"{name}_scheme_examples"] = scheme.examples
 
+    # few-shot approaches `tuneforge curve` / `compare` can run by name (see Task.APPROACHES)
+    APPROACHES = {
+        "prototypes": {"task.head_init": "prototypes", "training.epochs": 0, "training.min_steps": None},
+        "prototypes_ft": {"task.head_init": "prototypes"},
+    }
+
+    def prepare_data(self) -> TaskData:
+        data = super().prepare_data()
+        self.train_examples = data.splits["train"]
+        return data
+
+    def build_model(self, labels: list[str]):
+        model = super().build_model(labels)
+        if self.cfg.task.head_init == "prototypes":
+            from .prototypes import init_head_from_prototypes
+
+            tokenizer = self.load_tokenizer()
+            windows, _, _ = self.encode(tokenizer, self.train_examples, labels)
+            report = init_head_from_prototypes(model, windows, labels, tokenizer.pad_token_id)
+            print(f"head initialised from prototypes of {sum(report['support_tokens'].values())} training words"
+                  + (f"; borrowed for {', '.join(report['borrowed_prototype'])}" if report["borrowed_prototype"] else ""))
+        return model
+
     def label_list(self, train: Sequence[TokenExample]) -> list[str]:
         return label_list(train)
 
@@ -389,6 +417,12 @@ class TokenClassification(Task):
         check_trainable_labels(splits["train"])
         for name in ("dev", "test"):
             check_known_tags(splits[name], labels)
+
+    def sample_k_shot(self, train, labels, k, seed):
+        """Yang & Katiyar's greedy sampler: every entity type gets ``k`` mentions where the data allows."""
+        from ..data.sampling import greedy_sample
+
+        return greedy_sample(train, lambda ex: [kind for kind, _, _ in extract_entities(ex.tags)], k, seed)
 
     def describe(self, splits: dict[str, list], labels: list[str]) -> dict:
         return {
