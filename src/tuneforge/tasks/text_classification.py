@@ -19,9 +19,9 @@ import torch
 from pydantic import Field, model_validator
 
 from ..config import DataConfig, EncodingConfig, TaskOptions
-from ..data.encode import SequenceCollator, encode_texts, sorted_batches
+from ..data.encode import INFERENCE_PAD_MULTIPLE, SequenceCollator, encode_texts, sorted_batches
 from ..data.readers import TextExample, check_known_labels, detect_text_format, read_text_file
-from ..errors import ConfigError, TuneforgeError
+from ..errors import ConfigError, InputError, TuneforgeError
 from ..evaluation.metrics import format_classification_report, multi_label_scores, single_label_scores
 from ..models import load_sequence_classifier
 from ..paths import atomic_write_text
@@ -106,9 +106,11 @@ def model_inputs_take_token_types(tokenizer) -> bool:
 
 @torch.inference_mode()
 def text_logits(
-    model, tokenizer, examples: Sequence[TextExample], meta: dict, batch_size: int = 64, precision: str = "fp32"
+    model, tokenizer, examples: Sequence[TextExample], meta: dict, batch_size: int = 64, precision: str = "fp32",
+    pad_multiple: int | None = None,
 ) -> np.ndarray:
-    """(texts x labels) logits; a text read in several windows gets its windows' logits pooled."""
+    """(texts x labels) logits; a text read in several windows gets its windows' logits pooled.
+    ``pad_multiple``: batch by padded length (``INFERENCE_PAD_MULTIPLE``: results independent of the other texts)."""
     inputs, _ = encode_texts(
         examples, tokenizer, None, meta["max_length"], meta["long_text"], meta["stride"], meta["head_fraction"]
     )
@@ -117,8 +119,9 @@ def text_logits(
     device = next(model.parameters()).device
     n_labels = model.config.num_labels
     per_input = np.zeros((len(inputs), n_labels), dtype=np.float32)
-    collate = SequenceCollator(tokenizer.pad_token_id, model_inputs_take_token_types(tokenizer))
-    for batch_idx in sorted_batches([len(x.input_ids) for x in inputs], batch_size):
+    collate = SequenceCollator(tokenizer.pad_token_id, model_inputs_take_token_types(tokenizer),
+                               pad_to_multiple_of=pad_multiple)
+    for batch_idx in sorted_batches([len(x.input_ids) for x in inputs], batch_size, pad_multiple):
         batch = collate([inputs[i] for i in batch_idx])
         batch.pop("n_tokens")
         with autocast_context(device, precision):
@@ -208,8 +211,9 @@ class TextClassifier(Predictor):
         return (f"micro F1 {metrics['f1']:.4f} · subset accuracy {metrics['subset_accuracy']:.4f} "
                 f"on {metrics['texts']} texts")
 
-    def predict_proba(self, examples: Sequence[TextExample], batch_size: int = 64) -> np.ndarray:
-        logits = text_logits(self.model, self.tokenizer, examples, self.meta, batch_size, self.precision)
+    def predict_proba(self, examples: Sequence[TextExample], batch_size: int = 64,
+                      pad_multiple: int | None = None) -> np.ndarray:
+        logits = text_logits(self.model, self.tokenizer, examples, self.meta, batch_size, self.precision, pad_multiple)
         return probabilities_from_logits(logits, self.multi_label)
 
     def evaluate_examples(self, examples: Sequence[TextExample], batch_size: int = 64) -> tuple[dict, str, np.ndarray]:
@@ -235,8 +239,25 @@ class TextClassifier(Predictor):
         present = [i for i, ex in enumerate(examples) if ex.text.strip()]
         probabilities = np.zeros((len(examples), len(self.labels)), dtype=np.float32)
         if present:
-            probabilities[present] = self.predict_proba([examples[i] for i in present], batch_size)
+            probabilities[present] = self.predict_proba([examples[i] for i in present], batch_size,
+                                                        INFERENCE_PAD_MULTIPLE)
         return self.describe(examples, probabilities)
+
+    def inputs_from_request(self, texts: list | None = None, tokens: list | None = None) -> list:
+        """``texts``: strings, or ``[text, pair]`` for a model trained on text pairs."""
+        if tokens is not None:
+            return super().inputs_from_request(texts, tokens)
+        pairs = self.meta.get("text_pair_column") is not None
+        inputs = []
+        for i, item in enumerate(texts or []):
+            if pairs and isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item):
+                inputs.append(TextExample(text=item[0], text_pair=item[1]))
+            elif not pairs and isinstance(item, str):
+                inputs.append(TextExample(text=item))
+            else:
+                want = "a [text, pair] list of two strings (this model reads text pairs)" if pairs else "a string"
+                raise InputError(f"'texts[{i}]': expected {want}")
+        return inputs
 
     def describe(self, examples: Sequence[TextExample], probabilities: np.ndarray) -> list[dict]:
         """Prediction rows for texts whose probabilities are already computed."""
