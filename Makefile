@@ -21,7 +21,15 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/tuneforge train examples/wnut16-minilm.yaml --overwrite \
 	  --set training.epochs=3 --set output_dir=runs/demo $(DEMO_ARGS)
 
-test: $(VENV)/.installed
+# tests/test_serving.py drives Debian's chromium headless (never a browser Playwright downloads).
+# Installed once when missing; needs root (CI and fresh machines run as root).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	else echo "note: the browser test needs Debian's chromium (sudo apt-get install chromium); it is skipped" >&2; fi
+
+test: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m pytest -q --durations=10
 
 # Side-by-side benchmarks against the Trainer recipe and the pipeline; writes benchmarks/RESULTS.md.
