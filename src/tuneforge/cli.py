@@ -76,6 +76,10 @@ def _cmd_serve(args) -> int:
             raise TuneforgeError(f"--{flag.replace('_', '-')} must be at least 1")
     if options.max_wait_ms < 0:
         raise TuneforgeError("--max-wait-ms must not be negative")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     models = load_models(args.runs, device=args.device, precision=args.precision, share=not args.no_share)
     print(_serving_summary(models, options, args.host, args.port), flush=True)
     serve(create_app(models, options), host=args.host, port=args.port, graceful_seconds=args.graceful_seconds,
@@ -245,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "which other users cannot read from the process list)")
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="let pages from ORIGIN (e.g. https://app.example.com) call the API; repeatable; off by default")
+    p.add_argument("--threads", type=int, help="torch threads for inference (default: one per core)")
     p.add_argument("--no-share", action="store_true", help="load every run as its own copy (no shared base weights)")
     p.add_argument("--graceful-seconds", type=float, default=30.0,
                    help="on SIGTERM/Ctrl-C, time to finish requests already received")
