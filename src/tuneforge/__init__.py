@@ -6,12 +6,12 @@
     model.predict("Empire State Building is in New York")
 """
 
-from .api import RunResult, TextClassifier, TokenClassifier, evaluate, load, predict, train
+from .api import RunResult, TextClassifier, TokenClassifier, evaluate, load, predict, serve, train
 from .config import Config, load_config
 from .errors import ConfigError, DataError, TuneforgeError
 
 __version__ = "0.1.0"
 __all__ = [
     "Config", "ConfigError", "DataError", "RunResult", "TextClassifier", "TokenClassifier", "TuneforgeError",
-    "evaluate", "load", "load_config", "predict", "train",
+    "evaluate", "load", "load_config", "predict", "serve", "train",
 ]

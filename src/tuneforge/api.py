@@ -18,7 +18,7 @@ from .tasks.text_classification import TextClassifier
 from .tasks.token_classification import TokenClassifier
 from .training.callbacks import Callback
 
-__all__ = ["RunResult", "TextClassifier", "TokenClassifier", "evaluate", "load", "predict", "train"]
+__all__ = ["RunResult", "TextClassifier", "TokenClassifier", "evaluate", "load", "predict", "serve", "train"]
 
 
 def _as_config(config: Config | dict | str | Path, overrides: list[str] | None) -> Config:
@@ -82,3 +82,15 @@ def evaluate(
 
         metrics["robustness"] = robustness(predictor, examples, perturb, rate, seed, batch_size, clean=metrics)
     return metrics, report
+
+
+def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000, precision: str = "auto",
+          device: str | None = None, share: bool = True, **options) -> None:
+    """Serve run folders over HTTP until interrupted (``tuneforge serve``); ``runs`` items may be
+    ``NAME=RUN``. ``options``: :class:`tuneforge.serving.ServeOptions` fields (``max_batch_size``,
+    ``max_wait_ms``, ``max_texts``, ``api_key``...)."""
+    from .serving import ServeOptions, create_app, load_models
+    from .serving import serve as run_server
+
+    models = load_models([str(r) for r in runs], device=device, precision=precision, share=share)
+    run_server(create_app(models, ServeOptions(**options)), host=host, port=port)

@@ -64,12 +64,31 @@ def find_model_folder(run: str | Path) -> Path:
     raise TuneforgeError(f"{run}: no trained model here (expected {run / MODEL_DIR / META_FILE}); give a run folder")
 
 
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+
+
+def require_safetensors(folder: Path, what: str) -> None:
+    """Weights are read from safetensors files only: a folder without one is refused (loading would
+    fall back to unpickling ``pytorch_model.bin``, which can run code), whatever else it holds."""
+    if any(Path(folder).glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in Path(folder).glob(pattern))
+    found = f"only pickle-format weights ({', '.join(pickled[:3])})" if pickled else "no weights"
+    raise TuneforgeError(f"{folder}: {what} has {found}; tuneforge loads safetensors files only — "
+                         "re-save it with save_pretrained(..., safe_serialization=True)")
+
+
 def _load_onto_base(folder: Path, meta: dict, method, task, trust_remote_code: bool = False):
     base = meta.get("base_model")
     if not base:
         raise TuneforgeError(f"{folder / META_FILE}: no base_model recorded; this {method.name} run cannot be loaded")
     # base["trust_remote_code"] records how the run was trained; it is never obeyed: a run folder
     # from elsewhere must not be able to switch on running its code. Only the caller can.
+    from .paths import resolve_path
+
+    base_path = Path(resolve_path(base["name_or_path"]))
+    if base_path.is_dir():
+        require_safetensors(base_path, "the base model")
     model = task.load_pretrained(
         base["name_or_path"], meta["labels"], meta, revision=base.get("revision"),
         trust_remote_code=trust_remote_code, announce_new_head=False,
@@ -127,6 +146,7 @@ def _load_model(run: str | Path, device: str | None, trust_remote_code: bool):
     check_weight_files(folder)
     task = _task_of(folder, meta)
     method = get_method(meta.get("method", "full"))
+    require_safetensors(folder, "the run's model folder")
     if method.stores_full_model:
         tokenizer = load_tokenizer(str(folder), trust_remote_code=trust_remote_code)
         model = task.load_pretrained(str(folder), meta=meta, trust_remote_code=trust_remote_code)

@@ -1,4 +1,4 @@
-"""`tuneforge train|eval|predict|compare|curve|continual|export|vocab|data …` — parses arguments and calls the Python API."""
+"""`tuneforge train|eval|predict|compare|curve|continual|export|serve|vocab|data …` — parses arguments and calls the Python API."""
 
 from __future__ import annotations
 
@@ -90,6 +90,47 @@ def _cmd_predict(args) -> int:
         runtime = ", ".join(f"{k} {v}" for k, v in predictor.runtime.items())
         print(f"wrote {describe_counts(counts)}{' to ' + args.out if args.out else ''}; {runtime}", file=sys.stderr)
     return 0
+
+
+
+def _cmd_serve(args) -> int:
+    from .serving import ServeOptions, create_app, load_models, serve
+    from .serving.app import API_KEY_ENV
+
+    options = ServeOptions(
+        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
+        max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, cors_origins=args.cors_origin or [],
+    )
+    for flag in ("max_batch_size", "max_texts", "max_chars", "max_body_bytes"):
+        if getattr(options, flag) < 1:
+            raise TuneforgeError(f"--{flag.replace('_', '-')} must be at least 1")
+    if options.max_wait_ms < 0:
+        raise TuneforgeError("--max-wait-ms must not be negative")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    models = load_models(args.runs, device=args.device, precision=args.precision, share=not args.no_share)
+    print(_serving_summary(models, options, args.host, args.port), flush=True)
+    serve(create_app(models, options), host=args.host, port=args.port, graceful_seconds=args.graceful_seconds,
+          log_level=args.log_level)
+    return 0
+
+
+def _serving_summary(models, options, host: str, port: int) -> str:
+    from .serving.pool import process_rss_mb
+
+    lines = [f"serving {len(models)} model(s) at http://{host}:{port}/ (API docs /docs; "
+             f"{'API key required' if options.api_key else 'no API key'}; "
+             f"micro-batches of up to {options.max_batch_size}, {options.max_wait_ms:g} ms wait)"]
+    for m in models:
+        info = m.info()
+        memory = m.sharing() if len(models) > 1 else f"{m.bytes_total / 2**20:.1f} MB of tensors"
+        lines.append(f"  {m.name}: {info['task']}, method {info['method']}, {len(info['labels'])} labels, "
+                     f"base {info['base_model'] or '(own weights)'} — {memory}")
+    lines.append(f"process memory after loading: {process_rss_mb():.0f} MB resident")
+    return "\n".join(lines)
 
 
 def _cmd_data_split(args) -> int:
@@ -505,6 +546,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", action="store_true", help="an ONNX model folder for ONNX Runtime (methods folded first)")
     p.add_argument("--quantize", choices=["int8"], help="with --onnx: also write ONNX Runtime's dynamic int8 model")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("serve", help="serve run folders over HTTP: JSON API, metrics, a web page")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder, or NAME=RUN to name the model")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    _add_precision(p)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--max-batch-size", type=int, default=32, help="inputs per micro-batch")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a request waits for others to join its micro-batch")
+    p.add_argument("--max-texts", type=int, default=64, help="texts per request (422 above)")
+    p.add_argument("--max-chars", type=int, default=10_000, help="characters per text (422 above)")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (413 above)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/* (better: set TUNEFORGE_API_KEY, "
+                                     "which other users cannot read from the process list)")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="let pages from ORIGIN (e.g. https://app.example.com) call the API; repeatable; off by default")
+    p.add_argument("--threads", type=int, help="torch threads for inference (default: one per core)")
+    p.add_argument("--no-share", action="store_true", help="load every run as its own copy (no shared base weights)")
+    p.add_argument("--graceful-seconds", type=float, default=30.0,
+                   help="on SIGTERM/Ctrl-C, time to finish requests already received")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=_cmd_serve)
 
     vocab = sub.add_parser("vocab", help="measure a tokenizer on text, extend its vocabulary").add_subparsers(
         dest="vocab_command", required=True)

@@ -26,3 +26,8 @@ class DataError(TuneforgeError):
 
 class ConfigError(TuneforgeError):
     """A config key is unknown or has a bad value. ``str()`` names the key."""
+
+
+class InputError(TuneforgeError):
+    """Inputs a predictor cannot take (a request asks for pairs from a single-text model...);
+    the server answers 422 with the message."""

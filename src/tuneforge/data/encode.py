@@ -242,15 +242,39 @@ def length_grouped_batches(
     return batches
 
 
-def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """For inference: batches of similar length in length order (order restored by the caller)."""
+# Predictions (``Predictor.predict``: `tuneforge predict`, the Python API, the server) pad every input
+# to its length rounded up to this multiple, and a batch only holds inputs of one padded length. An
+# input is then computed at the same shape whatever else is in its batch, so its logits are
+# bit-identical alone, in a file, or in a server's micro-batch (padding to a batch's longest member
+# moves them by ~1e-7: softmax sums over a different number of masked keys). Rounding to 8 keeps the
+# padding small; tests/test_serving.py checks the identity. Scoring (dev/test metrics, `tuneforge
+# eval`) still pads to each batch's longest member, so recorded metrics stay as they were.
+INFERENCE_PAD_MULTIPLE = 8
+
+
+def padded_length(n_tokens: int, multiple: int = INFERENCE_PAD_MULTIPLE) -> int:
+    return (n_tokens + multiple - 1) // multiple * multiple
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int, pad_multiple: int | None = None) -> list[list[int]]:
+    """For inference: batches in length order (order restored by the caller), each of inputs with one
+    padded length (see INFERENCE_PAD_MULTIPLE; ``None``: any lengths, padded to the longest)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         from ..errors import TuneforgeError
 
         # a negative size would give no batches at all, and every word would come back as O
         raise TuneforgeError(f"batch size {batch_size!r}: must be a whole number of at least 1")
     order = sorted(range(len(lengths)), key=lambda j: lengths[j], reverse=True)
-    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    if pad_multiple is None:
+        return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for j in order:
+        if batches and len(batches[-1]) < batch_size and \
+                padded_length(lengths[batches[-1][0]], pad_multiple) == padded_length(lengths[j], pad_multiple):
+            batches[-1].append(j)
+        else:
+            batches.append([j])
+    return batches
 
 
 class Collator:
@@ -268,8 +292,7 @@ class Collator:
     def __call__(self, windows: Sequence[Window]) -> dict:
         longest = max(len(w.input_ids) for w in windows)
         if self.pad_to_multiple_of:
-            m = self.pad_to_multiple_of
-            longest = (longest + m - 1) // m * m
+            longest = padded_length(longest, self.pad_to_multiple_of)
         n = len(windows)
         input_ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((n, longest), dtype=torch.long)
@@ -493,13 +516,17 @@ def encode_texts(
 class SequenceCollator:
     """Pads a batch of :class:`TextInput` to its own longest member; one label per input."""
 
-    def __init__(self, pad_token_id: int, token_types: bool = True, multi_label: bool = False):
+    def __init__(self, pad_token_id: int, token_types: bool = True, multi_label: bool = False,
+                 pad_to_multiple_of: int | None = None):
         self.pad_token_id = pad_token_id
         self.token_types = token_types  # only models that take token_type_ids get them
         self.multi_label = multi_label
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, items: Sequence[TextInput]) -> dict:
         longest = max(len(x.input_ids) for x in items)
+        if self.pad_to_multiple_of:
+            longest = padded_length(longest, self.pad_to_multiple_of)
         n = len(items)
         input_ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((n, longest), dtype=torch.long)

@@ -33,7 +33,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 from ..config import DataConfig, EncodingConfig, TaskOptions
 from ..data.readers import split_examples
-from ..errors import TuneforgeError
+from ..errors import InputError, TuneforgeError
 
 
 @dataclass
@@ -87,6 +87,23 @@ class Predictor:
     def predict(self, inputs, batch_size: int = 64) -> list[dict]:  # pragma: no cover
         raise NotImplementedError
 
+    def inputs_from_request(self, texts: list | None = None, tokens: list | None = None) -> list:
+        """A request's JSON fields (``POST /v1/predict``) as the inputs :meth:`predict` takes.
+
+        ``texts``: raw strings; ``tokens``: pre-split word lists, for tasks that label words. The
+        default takes strings only; an :class:`~tuneforge.errors.InputError` says what else to send.
+        """
+        if tokens is not None:
+            raise InputError(f"'tokens': a {self.task_name.replace('_', ' ')} model takes 'texts' (strings)")
+        for i, text in enumerate(texts or []):
+            if not isinstance(text, str):
+                raise InputError(f"'texts[{i}]': expected a string")
+        return list(texts or [])
+
+    def info(self) -> dict:
+        """What a client needs to know about this model (``GET /v1/models``)."""
+        return {"task": self.task_name, "method": self.meta.get("method", "full"), "labels": list(self.labels)}
+
     def predict_outputs(self, examples: Sequence, batch_size: int = 64) -> list:  # pragma: no cover
         """One picklable output per example, all that scoring needs (tags, probabilities...).
 
@@ -109,8 +126,13 @@ class Predictor:
         model predicts outside them is not counted against it, and labels it never learned score 0."""
         raise NotImplementedError
 
+    def to_json(self, result: dict) -> str:
+        """One prediction as JSON: a line of ``tuneforge predict``'s JSONL and an element of the
+        server's ``results`` (the two are byte-identical for the same inputs)."""
+        return json.dumps(result, ensure_ascii=False)
+
     def format_output(self, results: list[dict], output_format: str = "jsonl") -> str:
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+        return "".join(self.to_json(r) + "\n" for r in results)
 
     def count_output(self, results: list[dict]) -> dict[str, int]:
         """What ``predict`` results hold, as counts that add up over chunks (``{"predictions": n}``)."""

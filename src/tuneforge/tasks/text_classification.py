@@ -21,7 +21,7 @@ import torch
 from pydantic import Field, model_validator
 
 from ..config import DataConfig, EncodingConfig, TaskOptions
-from ..data.encode import SequenceCollator, encode_texts, sorted_batches
+from ..data.encode import INFERENCE_PAD_MULTIPLE, SequenceCollator, encode_texts, sorted_batches
 from ..data.readers import (
     TextExample,
     check_known_labels,
@@ -31,7 +31,7 @@ from ..data.readers import (
     write_text_file,
 )
 from ..distributed import map_in_order
-from ..errors import ConfigError, TuneforgeError
+from ..errors import ConfigError, InputError, TuneforgeError
 from ..evaluation.metrics import format_classification_report, multi_label_scores, single_label_scores
 from ..models import load_sequence_classifier
 from ..paths import atomic_write_text
@@ -117,11 +117,12 @@ def model_inputs_take_token_types(tokenizer) -> bool:
 @torch.inference_mode()
 def per_text_outputs(
     model, forward, tokenizer, examples: Sequence[TextExample], meta: dict, width: int, batch_size: int = 64,
-    precision: str = "fp32",
+    precision: str = "fp32", pad_multiple: int | None = None,
 ) -> np.ndarray:
     """(texts x ``width``) outputs of ``forward(model, batch)`` (logits, embeddings...), encoded as the
     model was trained (``meta``: max_length, long_text, stride...); a text read in several windows gets
-    its windows' outputs pooled (``meta["window_pooling"]``: mean or max)."""
+    its windows' outputs pooled (``meta["window_pooling"]``: mean or max). ``pad_multiple``: batch by
+    padded length (``INFERENCE_PAD_MULTIPLE``: results independent of the other texts)."""
     inputs, _ = encode_texts(
         examples, tokenizer, None, meta["max_length"], meta["long_text"], meta["stride"], meta["head_fraction"]
     )
@@ -129,8 +130,9 @@ def per_text_outputs(
     model.eval()
     device = next(model.parameters()).device
     per_input = np.zeros((len(inputs), width), dtype=np.float32)
-    collate = SequenceCollator(tokenizer.pad_token_id, model_inputs_take_token_types(tokenizer))
-    for batch_idx in sorted_batches([len(x.input_ids) for x in inputs], batch_size):
+    collate = SequenceCollator(tokenizer.pad_token_id, model_inputs_take_token_types(tokenizer),
+                               pad_to_multiple_of=pad_multiple)
+    for batch_idx in sorted_batches([len(x.input_ids) for x in inputs], batch_size, pad_multiple):
         batch = collate([inputs[i] for i in batch_idx])
         batch.pop("n_tokens")
         with autocast_context(device, precision):
@@ -155,11 +157,12 @@ def stack_rows(rows: Sequence[np.ndarray], n_labels: int) -> np.ndarray:
 
 
 def text_logits(
-    model, tokenizer, examples: Sequence[TextExample], meta: dict, batch_size: int = 64, precision: str = "fp32"
+    model, tokenizer, examples: Sequence[TextExample], meta: dict, batch_size: int = 64, precision: str = "fp32",
+    pad_multiple: int | None = None,
 ) -> np.ndarray:
     """(texts x labels) logits of a sequence classifier; a text read in several windows gets its windows' logits pooled."""
     return per_text_outputs(model, lambda m, batch: m(**batch).logits, tokenizer, examples, meta,
-                            model.config.num_labels, batch_size, precision)
+                            model.config.num_labels, batch_size, precision, pad_multiple)
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -250,8 +253,9 @@ class TextClassifier(Predictor):
         return (f"micro F1 {metrics['f1']:.4f} · subset accuracy {metrics['subset_accuracy']:.4f} "
                 f"on {metrics['texts']} texts")
 
-    def predict_proba(self, examples: Sequence[TextExample], batch_size: int = 64) -> np.ndarray:
-        logits = text_logits(self.model, self.tokenizer, examples, self.meta, batch_size, self.precision)
+    def predict_proba(self, examples: Sequence[TextExample], batch_size: int = 64,
+                      pad_multiple: int | None = None) -> np.ndarray:
+        logits = text_logits(self.model, self.tokenizer, examples, self.meta, batch_size, self.precision, pad_multiple)
         return probabilities_from_logits(logits, self.multi_label)
 
     def predict_outputs(self, examples: Sequence[TextExample], batch_size: int = 64) -> list[np.ndarray]:
@@ -305,8 +309,25 @@ class TextClassifier(Predictor):
         present = [i for i, ex in enumerate(examples) if ex.text.strip()]
         probabilities = np.zeros((len(examples), len(self.labels)), dtype=np.float32)
         if present:
-            probabilities[present] = self.predict_proba([examples[i] for i in present], batch_size)
+            probabilities[present] = self.predict_proba([examples[i] for i in present], batch_size,
+                                                        INFERENCE_PAD_MULTIPLE)
         return self.describe(examples, probabilities)
+
+    def inputs_from_request(self, texts: list | None = None, tokens: list | None = None) -> list:
+        """``texts``: strings, or ``[text, pair]`` for a model trained on text pairs."""
+        if tokens is not None:
+            return super().inputs_from_request(texts, tokens)
+        pairs = self.meta.get("text_pair_column") is not None
+        inputs = []
+        for i, item in enumerate(texts or []):
+            if pairs and isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item):
+                inputs.append(TextExample(text=item[0], text_pair=item[1]))
+            elif not pairs and isinstance(item, str):
+                inputs.append(TextExample(text=item))
+            else:
+                want = "a [text, pair] list of two strings (this model reads text pairs)" if pairs else "a string"
+                raise InputError(f"'texts[{i}]': expected {want}")
+        return inputs
 
     def describe(self, examples: Sequence[TextExample], probabilities: np.ndarray) -> list[dict]:
         """Prediction rows for texts whose probabilities are already computed."""

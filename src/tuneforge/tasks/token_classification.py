@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 
 from ..config import DataConfig, EncodingConfig, TaskOptions
-from ..data.encode import IGNORE_INDEX, Collator, Window, encode_examples, sorted_batches
+from ..data.encode import IGNORE_INDEX, INFERENCE_PAD_MULTIPLE, Collator, Window, encode_examples, sorted_batches
 from ..data.readers import (
     TokenExample,
     check_known_tags,
@@ -29,7 +29,7 @@ from ..data.readers import (
     write_conll,
     write_token_jsonl,
 )
-from ..errors import TuneforgeError
+from ..errors import InputError, TuneforgeError
 from ..evaluation.metrics import entity_scores, extract_entities, format_entity_report, token_accuracy, token_report
 from ..models import is_causal_model, load_token_classifier
 from ..paths import atomic_write_text
@@ -110,19 +110,21 @@ def word_logprobs(
     pad_token_id: int,
     batch_size: int = 64,
     precision: str = "fp32",
+    pad_multiple: int | None = None,
 ) -> list[np.ndarray]:
     """Per example, a (words x labels) array of log-probabilities, merged back from its windows.
 
     Each word is read from the one window that owns it (see :mod:`tuneforge.data.encode`), so
-    every word gets exactly one prediction however the input was split.
+    every word gets exactly one prediction however the input was split. ``pad_multiple``: batch by
+    padded length (``INFERENCE_PAD_MULTIPLE``: results independent of the other inputs).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     n_labels = model.config.num_labels
     out = [np.zeros((n, n_labels), dtype=np.float32) for n in n_words]
-    collate = Collator(pad_token_id)
-    for batch_idx in sorted_batches([len(w.input_ids) for w in windows], batch_size):
+    collate = Collator(pad_token_id, pad_multiple)
+    for batch_idx in sorted_batches([len(w.input_ids) for w in windows], batch_size, pad_multiple):
         members = [windows[i] for i in batch_idx]
         batch = collate(members)
         with autocast_context(device, precision):
@@ -149,6 +151,7 @@ def predict_examples(
     decode_mode: str = "viterbi",
     precision: str = "fp32",
     label_position: str = "first",
+    pad_multiple: int | None = None,
 ) -> list[WordPredictions]:
     """Word-level tags for every example (empty examples get empty predictions)."""
     nonempty = [i for i, ex in enumerate(examples) if ex.words]
@@ -156,7 +159,7 @@ def predict_examples(
     windows, _ = encode_examples(subset, tokenizer, None, max_length, stride, label_position=label_position)
     logps = word_logprobs(
         model, windows, len(subset), [len(ex.words) for ex in subset], tokenizer.pad_token_id,
-        batch_size=batch_size, precision=precision,
+        batch_size=batch_size, precision=precision, pad_multiple=pad_multiple,
     )
     masks = allowed_transitions(labels)
     results = [WordPredictions([], []) for _ in examples]
@@ -297,10 +300,11 @@ class TokenClassifier(Predictor):
             return read_text_lines(path)
         return read_token_file(path, format, token_column, tag_column=None)
 
-    def predict_examples(self, examples: Sequence[TokenExample], batch_size: int = 64) -> list[WordPredictions]:
+    def predict_examples(self, examples: Sequence[TokenExample], batch_size: int = 64,
+                         pad_multiple: int | None = None) -> list[WordPredictions]:
         return predict_examples(
             self.model, self.tokenizer, examples, self.labels, self.max_length, self.stride,
-            batch_size, self.decode, self.precision, self.label_position,
+            batch_size, self.decode, self.precision, self.label_position, pad_multiple,
         )
 
     def predict_outputs(self, examples: Sequence[TokenExample], batch_size: int = 64) -> list[WordPredictions]:
@@ -332,7 +336,7 @@ class TokenClassifier(Predictor):
             else TokenExample(words=list(item))
             for item in inputs
         ]
-        preds = self.predict_examples(examples, batch_size)
+        preds = self.predict_examples(examples, batch_size, INFERENCE_PAD_MULTIPLE)
         return [
             {
                 "words": ex.words,
@@ -342,6 +346,15 @@ class TokenClassifier(Predictor):
             }
             for ex, p in zip(examples, preds)
         ]
+
+    def inputs_from_request(self, texts: list | None = None, tokens: list | None = None) -> list:
+        """``texts`` (raw strings: entities get character offsets) or ``tokens`` (pre-split words)."""
+        if tokens is None:
+            return super().inputs_from_request(texts)
+        for i, words in enumerate(tokens):
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise InputError(f"'tokens[{i}]': expected a list of strings (the words of one text)")
+        return [TokenExample(words=list(words)) for words in tokens]
 
     def format_output(self, results: list[dict], output_format: str = "jsonl") -> str:
         if output_format != "conll":

@@ -1,0 +1,282 @@
+"""The HTTP service: a FastAPI app over the served models (:mod:`.pool`) and the micro-batcher.
+
+Endpoints: ``POST /v1/predict``, ``GET /v1/models``, ``GET /health`` (the process is up),
+``GET /ready`` (models loaded, batcher running, not draining), ``GET /metrics`` (Prometheus), the
+web page at ``/`` and the OpenAPI docs at ``/docs``. Every error is JSON:
+``{"error": {"code": ..., "message": ..., ...}}``; a refused limit names it (``"limit": "max_texts"``).
+
+Nothing here depends on the task: requests become inputs through ``Predictor.inputs_from_request``,
+results become JSON through ``Predictor.to_json`` (the same bytes ``tuneforge predict`` writes).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import InputError
+from .batcher import MicroBatcher
+from .metrics import ServerMetrics
+from .pool import ServedModel
+
+STATIC = Path(__file__).parent / "static"
+API_KEY_ENV = "TUNEFORGE_API_KEY"
+
+
+@dataclass
+class ServeOptions:
+    """Batching, limits and access; ``tuneforge serve`` flags of the same names."""
+
+    max_batch_size: int = 32  # inputs per micro-batch (and per forward pass)
+    max_wait_ms: float = 5.0  # how long a request waits for others to join its batch
+    max_texts: int = 64  # texts (or token lists) per request
+    max_chars: int = 10_000  # characters per text (a token list: its words' characters)
+    max_body_bytes: int = 1_000_000  # request body
+    api_key: Optional[str] = None  # when set, /v1/* needs "Authorization: Bearer KEY"
+    cors_origins: list[str] = field(default_factory=list)  # empty: no CORS headers (browsers refuse other origins)
+
+
+class PredictRequest(BaseModel):
+    """Give ``texts`` or, for models that label words, pre-split ``tokens``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"texts": ["Empire State Building is in New York"]},
+                     {"model": "ner", "tokens": [["Empire", "State", "Building"]]}]})
+    model: Optional[str] = Field(default=None, description="a name from GET /v1/models; default: the first model")
+    texts: Optional[list[Union[str, list[str]]]] = Field(
+        default=None, description="raw texts (entities get character offsets); [text, pair] for pair classifiers")
+    tokens: Optional[list[list[str]]] = Field(default=None, description="pre-split words, one list per text")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None, **extra):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers, self.extra = status, code, message, headers, extra
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": {"code": self.code, "message": self.message, **self.extra}},
+                            status_code=self.status, headers=self.headers)
+
+
+def limit_error(status: int, limit: str, maximum: int, got: int, what: str) -> ApiError:
+    return ApiError(status, "limit_exceeded", f"{what}: {got} is over the server's {limit} of {maximum}",
+                    limit=limit, max=maximum, got=got)
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes``, by its Content-Length or while it streams in.
+
+    Starlette and uvicorn have no body limit of their own; this one refuses before the body is read
+    (declared size) or as soon as it passes the limit (chunked uploads).
+    """
+
+    def __init__(self, app, max_bytes: int, on_reject):
+        self.app, self.max_bytes, self.on_reject = app, max_bytes, on_reject
+
+    def _error(self) -> ApiError:
+        return ApiError(413, "limit_exceeded", f"request body: over the server's max_body_bytes of {self.max_bytes}",
+                        limit="max_body_bytes", max=self.max_bytes)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            self.on_reject()
+            return await self._error().response()(scope, receive, send)
+        received, rejected = 0, False
+
+        async def limited_receive():
+            nonlocal received, rejected
+            message = await receive()
+            if message["type"] == "http.request" and not rejected:
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:  # a streamed body: answer now, and let the app see a disconnect
+                    rejected = True
+                    self.on_reject()
+                    await self._error().response()(scope, receive, send)
+            return {"type": "http.disconnect"} if rejected else message
+
+        async def guarded_send(message):
+            if not rejected:  # the app's own answer to a cut-off body is dropped
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+def _chars(item) -> int:
+    return len(item) if isinstance(item, str) else sum(len(x) for x in item) + max(len(item) - 1, 0)
+
+
+def create_app(models: list[ServedModel], options: ServeOptions | None = None) -> FastAPI:
+    """The app for already loaded models (:func:`tuneforge.serving.pool.load_models`)."""
+    options = options or ServeOptions()
+    if not models:
+        raise ValueError("create_app needs at least one model")
+    by_name = {m.name: m for m in models}
+    default = models[0].name
+    metrics = ServerMetrics()
+    metrics.add_models(by_name)
+
+    def run_batch(name: str, inputs: list) -> list[str]:
+        """In the inference thread: switch to the model's adapter, predict, render each result as JSON."""
+        served = by_name[name]
+        served.activate()
+        predictor = served.predictor
+        return [predictor.to_json(r) for r in predictor.predict(inputs, batch_size=options.max_batch_size)]
+
+    batcher = MicroBatcher(run_batch, options.max_batch_size, options.max_wait_ms,
+                           on_batch=metrics.record_batch, on_queue=metrics.record_queue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        app.state.ready = True
+        yield
+        # uvicorn runs this after the in-flight requests have been answered (graceful shutdown)
+        app.state.ready = False
+        await batcher.stop()
+
+    app = FastAPI(title="tuneforge", version=_version(), lifespan=lifespan,
+                  description="Predictions from tuneforge run folders: entities with character offsets, "
+                              "or labels with probabilities. Web page at /.")
+    app.state.ready = False
+    app.state.draining = False
+    app.state.models = models
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+
+    if options.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=options.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodySizeLimit, max_bytes=options.max_body_bytes,
+                       on_reject=lambda: metrics.record_request("", 413, 0.0, "limit_exceeded"))
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        if request.url.path == "/v1/predict":
+            metrics.record_request("", 422, 0.0, "invalid_request")
+        return ApiError(422, "invalid_request", f"{where or 'body'}: {first.get('msg', 'invalid request')}").response()
+
+    api_key = options.api_key
+
+    async def require_key(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), api_key.encode()):
+            raise ApiError(401, "unauthorized", "send the server's API key as 'Authorization: Bearer KEY'",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    @app.post("/v1/predict", dependencies=[Depends(require_key)], tags=["predict"],
+              summary="Entities (token classifiers) or labels with probabilities (text classifiers)")
+    async def predict(body: PredictRequest):
+        started = time.perf_counter()
+        name = body.model or default
+        try:
+            served = by_name.get(name)
+            if served is None:
+                raise ApiError(404, "unknown_model", f"model {name!r} is not served; GET /v1/models lists them",
+                               models=list(by_name))
+            if (body.texts is None) == (body.tokens is None):
+                raise ApiError(422, "invalid_request", "give exactly one of 'texts' or 'tokens'")
+            items = body.texts if body.texts is not None else body.tokens
+            if len(items) > options.max_texts:
+                raise limit_error(422, "max_texts", options.max_texts, len(items), "texts in one request")
+            for i, item in enumerate(items):
+                if _chars(item) > options.max_chars:
+                    raise limit_error(422, "max_chars", options.max_chars, _chars(item), f"characters in text {i}")
+            try:
+                inputs = served.predictor.inputs_from_request(body.texts, body.tokens)
+            except InputError as exc:
+                raise ApiError(422, "invalid_input", str(exc)) from None
+            results = await batcher.submit(name, inputs)
+        except ApiError as exc:
+            metrics.record_request(name, exc.status, time.perf_counter() - started, exc.code)
+            raise
+        except Exception:
+            metrics.record_request(name, 500, time.perf_counter() - started, "internal")
+            raise
+        payload = '{"model": ' + json.dumps(name) + ', "results": [' + ", ".join(results) + "]}"
+        metrics.record_request(name, 200, time.perf_counter() - started)
+        return Response(payload.encode("utf-8"), media_type="application/json")
+
+    @app.get("/v1/models", dependencies=[Depends(require_key)], tags=["models"])
+    async def list_models():
+        """Name, task, method, labels and base model of every served model; the first is the default."""
+        return {"default": default, "models": [m.info() for m in models]}
+
+    @app.get("/health", tags=["operations"])
+    async def health():
+        """The process is up (liveness)."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"])
+    async def ready():
+        """Models loaded and the batcher running, not shutting down (readiness)."""
+        if app.state.ready and batcher.running and not app.state.draining:
+            return {"status": "ready", "models": list(by_name)}
+        return JSONResponse({"status": "draining" if app.state.draining else "starting"}, status_code=503)
+
+    @app.get("/metrics", tags=["operations"])
+    async def prometheus_metrics():
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+# The page loads only its own script and style and calls only this server.
+_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:", "X-Content-Type-Options": "nosniff"}
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful_seconds: float = 30.0,
+          log_level: str = "info") -> None:
+    """Run ``app`` under uvicorn until SIGINT/SIGTERM; then stop accepting connections, answer every
+    request already received (up to ``graceful_seconds``), and exit. ``/ready`` says 503 meanwhile."""
+    import signal
+    import threading
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            app.state.draining = True
+            super().handle_exit(sig, frame)
+
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn re-raises the signal once it has drained; with these handlers in place that ends
+        # serve() normally (exit status 0 after a clean shutdown), not as a kill or a KeyboardInterrupt
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_seconds)
+    DrainingServer(config).run()
