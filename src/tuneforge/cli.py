@@ -63,7 +63,15 @@ def _cmd_predict(args) -> int:
     options = check_read_options(predictor, {"text_column": args.text_column, "text_pair_column": args.text_pair_column})
     examples = predictor.read_inputs(args.input, args.format, **options)
     results = predictor.predict(examples, batch_size=args.batch_size)
-    _write_output(predictor.format_output(results, args.output_format), args.out, predictor.describe_output(results))
+    if args.output_format == "labelstudio":  # pre-annotations: every task's predictions, with scores
+        from .data.interchange import labelstudio_tasks
+
+        tasks = labelstudio_tasks([predictor.annotation(ex, r) for ex, r in zip(examples, results)],
+                                  as_predictions=True, model_version=f"tuneforge:{Path(args.run).resolve().name}")
+        text = json.dumps(tasks, ensure_ascii=False, indent=1) + "\n"
+    else:
+        text = predictor.format_output(results, args.output_format)
+    _write_output(text, args.out, predictor.describe_output(results))
     return 0
 
 
@@ -164,6 +172,38 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_label_suggest(args) -> int:
+    from . import active, api
+    from .tasks.base import check_read_options
+
+    predictor = api.load(args.run, precision="fp32")
+    options = check_read_options(predictor, {"text_column": args.text_column})
+    tasks, picked, scores = active.suggest(
+        predictor, args.pool, n=args.n, strategy=args.strategy, diversity=args.diversity, aggregate=args.aggregate,
+        seed=args.seed, batch_size=args.batch_size, read_options=options, model_version=Path(args.run).resolve().name)
+    text = json.dumps(tasks, ensure_ascii=False, indent=1) + "\n"
+    _write_output(text, args.out, f"{len(tasks)} pre-annotated Label Studio tasks (of {len(scores)} in the pool, "
+                                  f"strategy {args.strategy}{', diversity' if args.diversity else ''})")
+    return 0
+
+
+def _cmd_label_simulate(args) -> int:
+    from . import active
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    try:
+        result = active.simulate(args.config, strategies, rounds=args.rounds, batch=args.batch, seeds=args.seeds,
+                                 initial=args.initial, overrides=args.set, out=args.out, diversity=args.diversity,
+                                 aggregate=args.aggregate, isolate=args.isolate)
+    except KeyboardInterrupt:
+        print("interrupted; run the same `tuneforge label simulate` command again to continue where it stopped",
+              file=sys.stderr)
+        return 130
+    print(result.files["al.md"].read_text(encoding="utf-8"))
+    print(f"table: {result.files['al.md']} · {result.files['al.csv']} · picture: {result.files['al.png']}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line and exit 2, like every other error a user can fix."""
 
@@ -212,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input format; auto: .txt is raw text, .jsonl JSONL, .csv/.tsv tables (text classifiers), "
                         "else CoNLL (first column = word)")
     _add_text_columns(p, labels=False)
-    p.add_argument("--output-format", default="jsonl", choices=["jsonl", "conll"])
+    p.add_argument("--output-format", default="jsonl", choices=["jsonl", "conll", "labelstudio"],
+                   help="labelstudio: tasks pre-annotated with the predictions and their scores")
     p.add_argument("--out", help="write here instead of standard output")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     _add_precision(p)
@@ -252,7 +293,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag-column", type=int, default=-1)
     p.add_argument("--scheme", default="auto", choices=["auto", *SCHEMES])
     p.set_defaults(func=_cmd_data_check)
+
+    label = sub.add_parser("label", help="active learning: what to label next, and whether it pays").add_subparsers(
+        dest="label_command", required=True)
+    p = label.add_parser("suggest", help="pick the pool examples most worth labelling; write them as pre-annotated "
+                                         "Label Studio tasks")
+    p.add_argument("run")
+    p.add_argument("pool", help="unlabelled examples: raw text (.txt, one a line), CoNLL, JSONL, CSV/TSV")
+    p.add_argument("--n", type=_positive_int, default=100, help="how many to pick")
+    p.add_argument("--strategy", default="entropy", choices=list(_strategies()))
+    p.add_argument("--diversity", action="store_true",
+                   help="one pick per cluster of the 5n best candidates (k-means on character n-grams)")
+    p.add_argument("--aggregate", default="sum", choices=["sum", "mean", "max"],
+                   help="how a sentence's word scores combine (token classifiers)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--text-column", help="text classifiers: the text column of a CSV/TSV/JSONL pool")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--out", help="write the tasks here (JSON) instead of standard output")
+    p.set_defaults(func=_cmd_label_suggest)
+    p = label.add_parser("simulate", help="replay active learning on a labelled set with its labels hidden; "
+                                          "score against labels bought per strategy (al.png, al.csv)")
+    p.add_argument("config")
+    p.add_argument("--rounds", type=_positive_int, default=5, help="training rounds, the random start included")
+    p.add_argument("--batch", type=_positive_int, default=100, help="examples labelled per round")
+    p.add_argument("--initial", type=_positive_int, help="random examples labelled before round 0 (default: --batch)")
+    p.add_argument("--strategies", default="entropy,margin,random",
+                   help="comma-separated: " + ", ".join(_strategies()))
+    p.add_argument("--seeds", type=_positive_int, default=1, help="repeats with seeds training.seed, +1, ...")
+    p.add_argument("--diversity", action="store_true")
+    p.add_argument("--aggregate", default="sum", choices=["sum", "mean", "max"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every round")
+    p.add_argument("--out", help="folder for the rounds' runs and al.csv/png/md (default: the config's output_dir)")
+    p.add_argument("--isolate", action="store_true", help="train each round in its own process")
+    p.set_defaults(func=_cmd_label_simulate)
     return parser
+
+
+def _strategies() -> tuple[str, ...]:
+    from .active import STRATEGIES
+
+    return STRATEGIES
 
 
 def main(argv: list[str] | None = None) -> int:

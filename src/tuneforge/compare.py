@@ -57,7 +57,12 @@ class Member:
 
     @property
     def finished(self) -> bool:
-        return (self.run_dir / "metrics.json").exists() and not (self.run_dir / CHECKPOINT_DIR).exists()
+        return run_finished(self.run_dir)
+
+
+def run_finished(run_dir: Path) -> bool:
+    """A run folder whose training completed (metrics written, checkpoint removed)."""
+    return (run_dir / "metrics.json").exists() and not (run_dir / CHECKPOINT_DIR).exists()
 
 
 @dataclass
@@ -114,24 +119,29 @@ def plan_members(
     return out_dir, members
 
 
-def _train_member(member: Member, isolate: bool) -> None:
-    resume = member.run_dir.exists() and any(member.run_dir.iterdir())
+def train_member(config: Config, isolate: bool) -> None:
+    """Train one run of a multi-run experiment (compare, active-learning simulation) into its
+    ``output_dir``, resuming it if an earlier attempt was interrupted.
+
+    ``isolate``: in its own process (so its peak memory is its own); its config and printed output
+    go beside the run folder (``members/``); progress bars and errors (stderr) still reach the terminal.
+    """
+    run_dir = Path(config.output_dir)
+    resume = run_dir.exists() and any(run_dir.iterdir())
     if not isolate:
         from . import api
 
-        api.train(member.config, resume=resume)
+        api.train(config, resume=resume)
         return
-    # The member's config and its printed output live beside the run folders (OUT/members/);
-    # progress bars and errors (stderr) still reach the terminal.
-    config_file = member.run_dir.parent / "members" / f"{member.run_dir.name}.yaml"
-    atomic_write_text(config_file, member.config.to_yaml())
+    config_file = run_dir.parent / "members" / f"{run_dir.name}.yaml"
+    atomic_write_text(config_file, config.to_yaml())
     command = [sys.executable, "-m", "tuneforge", "train", str(config_file)] + (["--resume"] if resume else [])
     with open(config_file.with_suffix(".log"), "a", encoding="utf-8") as log:
         code = subprocess.run(command, stdout=log, env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
     if code == 130 or code < 0:
         raise KeyboardInterrupt
     if code != 0:
-        raise TuneforgeError(f"{member.run_dir}: member run failed (exit {code}); its error is printed above")
+        raise TuneforgeError(f"{run_dir}: member run failed (exit {code}); its error is printed above")
 
 
 def compare(
@@ -148,7 +158,7 @@ def compare(
         print(f"compare [{k}/{len(members)}] {member.method} seed {member.seed}: {state} ({member.run_dir})",
               flush=True)
         if not member.finished:
-            _train_member(member, isolate)
+            train_member(member.config, isolate)
     rows = summarise(members, isolated=isolate)
     write_outputs(out_dir, rows, members)
     return CompareResult(out_dir=out_dir, rows=rows)
@@ -158,7 +168,8 @@ def compare(
 # Summary
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values that are not None (0 for one value)."""
     values = [v for v in values if v is not None]
     if not values:
         return None, None
@@ -193,7 +204,7 @@ def summarise(members: Sequence[Member], isolated: bool = True) -> list[dict]:
             "peak_rss_mb": [m["training"]["peak_rss_mb"] if isolated else None for m in metrics],
         }
         for key, values in series.items():
-            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(values)
         rows.append(row)
     return rows
 

@@ -90,6 +90,11 @@ class DataConfig(_Strict):
     )
     split_seed: int = 42
     max_train_examples: Optional[int] = Field(default=None, ge=1, description="use only the first N after splitting")
+    labels: Optional[list[str]] = Field(
+        default=None,
+        description="the label space, as the task lists it (NER: IOB2 tags with O; classifiers: class names); "
+                    "default: what the training data holds. Fixed when a small training set may lack some.",
+    )
 
     # the formats the task reads; a task's subclass narrows it
     FORMATS: ClassVar[tuple[str, ...]] = ("auto",)

@@ -36,6 +36,10 @@ class TokenExample:
     text: str | None = None
     offsets: list[tuple[int, int]] | None = None
 
+    def as_text(self) -> str:
+        """The sentence as one string: the raw text it came from, else its words joined (:func:`join_words`)."""
+        return self.text if self.text is not None else join_words(self.words)[0]
+
 
 @dataclass
 class SchemeReport:
@@ -205,8 +209,10 @@ def read_jsonl(path: str | Path, labelled: bool = True) -> list[TokenExample]:
 
 
 def detect_format(path: str | Path) -> str:
+    from .interchange import detect_interchange
+
     suffix = Path(str(path)).suffix.lower()
-    return "jsonl" if suffix in {".jsonl", ".json", ".ndjson"} else "conll"
+    return detect_interchange(path) or ("jsonl" if suffix in {".jsonl", ".json", ".ndjson"} else "conll")
 
 
 def read_token_file(
@@ -217,11 +223,19 @@ def read_token_file(
 ) -> list[TokenExample]:
     """Read a labelled (or, with ``tag_column=None``, unlabelled) token file in either format."""
     fmt = detect_format(path) if format == "auto" else format
+    if fmt in ("labelstudio", "doccano"):
+        from .interchange import read_token_annotations
+
+        examples = read_token_annotations(path, fmt)
+        if tag_column is None:
+            for ex in examples:
+                ex.tags = ex.tag_lines = None
+        return examples
     if fmt == "jsonl":
         return read_jsonl(path, labelled=tag_column is not None)
     if fmt == "conll":
         return read_conll(path, token_column=token_column, tag_column=tag_column)
-    raise DataError(path, None, f"unknown format {fmt!r}; use conll or jsonl")
+    raise DataError(path, None, f"unknown format {fmt!r}; use conll, jsonl, labelstudio or doccano")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,6 +443,14 @@ def split_examples(examples: Sequence, ratios: Sequence[float], seed: int) -> li
     return parts
 
 
+def write_token_jsonl(examples: Sequence[TokenExample], path: str | Path) -> None:
+    """Write ``{"tokens": [...], "tags": [...]}`` lines (what :func:`read_jsonl` reads), atomically."""
+    from ..paths import atomic_write_text
+
+    lines = [json.dumps({"tokens": ex.words, "tags": ex.tags}, ensure_ascii=False) for ex in examples]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
 def write_conll(examples: Sequence[TokenExample], path: str | Path, tags: Sequence[Sequence[str]] | None = None) -> None:
     """Write ``word<TAB>tag`` lines with a blank line between sentences (atomically)."""
     from ..paths import atomic_write_text
@@ -472,6 +494,29 @@ def pretokenize(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     return words, offsets
 
 
+def join_words(words: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """Words back into one string, with each word's (start, end) character offsets.
+
+    One space between words, none where the character on either side of the gap is CJK, so a
+    character-per-word Chinese sentence reads as written (``北京``, ``iPhone手机``). The exact words
+    need not be recoverable from the string: interchange files carry the offsets.
+    """
+    import regex
+
+    cjk = regex.compile(rf"[{_CJK}]")
+    parts: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    position = 0
+    for i, word in enumerate(words):
+        if i and not (cjk.match(words[i - 1][-1:]) or cjk.match(word[:1])):
+            parts.append(" ")
+            position += 1
+        offsets.append((position, position + len(word)))
+        parts.append(word)
+        position += len(word)
+    return "".join(parts), offsets
+
+
 def examples_from_texts(texts: Sequence[str], source: str = "<texts>", first_line: int = 1) -> list[TokenExample]:
     examples = []
     for i, text in enumerate(texts):
@@ -506,12 +551,20 @@ class TextExample:
     source: str = ""
     line: int = 0
 
+    def as_text(self) -> str:
+        """The text, and its pair after a tab when there is one (what duplicates are compared on)."""
+        return self.text if self.text_pair is None else f"{self.text}\t{self.text_pair}"
+
 
 TEXT_FORMATS = ("csv", "tsv", "jsonl", "text")
 
 
 def detect_text_format(path: str | Path) -> str:
+    from .interchange import detect_interchange
+
     suffix = Path(str(path)).suffix.lower()
+    if detect_interchange(path):
+        return "labelstudio"
     if suffix in {".jsonl", ".json", ".ndjson"}:
         return "jsonl"
     if suffix in {".tsv", ".tab"}:
@@ -674,12 +727,20 @@ def read_text_file(
         )
     if fmt == "jsonl":
         return read_text_jsonl(path, text_column, label_column, text_pair_column, multi_label)
+    if fmt in ("labelstudio", "doccano"):
+        from .interchange import read_text_annotations
+
+        examples = read_text_annotations(path, fmt, text_column, text_pair_column, multi_label)
+        if label_column is None:
+            for ex in examples:
+                ex.labels = None
+        return examples
     if fmt == "text":
         if label_column is not None:
             raise DataError(path, None, "plain text lines carry no labels; give a CSV, TSV or JSONL file")
         resolved = _open_checked(path)
         return [TextExample(text=text, source=str(resolved), line=number) for number, text in _decode_lines(resolved)]
-    raise DataError(path, None, f"unknown format {fmt!r}; use csv, tsv, jsonl or text")
+    raise DataError(path, None, f"unknown format {fmt!r}; use csv, tsv, jsonl, text, labelstudio or doccano")
 
 
 def check_known_labels(examples: Sequence[TextExample], known: Iterable[str]) -> None:

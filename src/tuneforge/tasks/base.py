@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
+import numpy as np
+
 from ..config import DataConfig, EncodingConfig, TaskOptions
 from ..data.readers import split_examples
 from ..errors import TuneforgeError
@@ -40,6 +42,22 @@ class TaskData:
     splits: dict[str, list]
     labels: list[str]
     report: dict
+
+
+@dataclass
+class Units:
+    """One example as the separate decisions a model makes on it, with a probability table.
+
+    A sentence's units are its words (classes: the tags); a single-label text has one unit (classes:
+    the labels); a multi-label text has one unit per label (classes: absent, present). Active
+    learning scores uncertainty on these tables and the label-noise check compares them with the
+    gold classes, so neither needs to know the task.
+    """
+
+    names: list[str]  # what each unit is (a word, a label name), for reports
+    classes: list[str]  # the columns of ``probabilities``
+    probabilities: np.ndarray  # (units, classes), rows sum to 1
+    gold: list[int] | None = None  # gold class per unit when labelled; -1 for a label the model never saw
 
 
 class Predictor:
@@ -85,6 +103,19 @@ class Predictor:
         """(metrics, report text, predictions) for labelled examples."""
         raise NotImplementedError
 
+    def units(self, examples: Sequence, batch_size: int = 64) -> list[Units]:
+        """Per example, the model's probability table over its units (see :class:`Units`); ``gold``
+        is filled for labelled examples. Active learning and the label-noise check use it."""
+        raise TuneforgeError(
+            f"a {self.task_name.replace('_', ' ')} model gives no per-example probabilities; "
+            "active learning and the label-noise check need a task whose Predictor implements units()"
+        )
+
+    def annotation(self, example, result: dict):  # pragma: no cover
+        """One :meth:`predict` result as a :class:`tuneforge.data.interchange.Annotation` (spans or
+        choices, with the model's scores): what Label Studio pre-annotations are made of."""
+        raise NotImplementedError
+
     def format_output(self, results: list[dict], output_format: str = "jsonl") -> str:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
 
@@ -121,6 +152,11 @@ class Task:
     def label_list(self, train: Sequence) -> list[str]:  # pragma: no cover
         raise NotImplementedError
 
+    def write_examples(self, examples: Sequence, path: str | Path) -> dict:  # pragma: no cover
+        """Write labelled (normalised) examples to a JSONL file; return the ``data:`` settings under which
+        :meth:`read` reads them back as they are (active-learning rounds write their labelled sets this way)."""
+        raise NotImplementedError
+
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
         """Refuse data the label space cannot score (a dev/test label training never saw...)."""
 
@@ -142,6 +178,12 @@ class Task:
         splits = {"train": train, "dev": dev, "test": test}
         self.normalise(splits, report)
         labels = self.label_list(splits["train"])
+        if d.labels is not None:
+            missing = [label for label in labels if label not in d.labels]
+            if missing:
+                raise TuneforgeError(f"{report['train_file']}: label {missing[0]!r} is not in data.labels "
+                                     f"({', '.join(d.labels)}); add it there or fix the data")
+            labels = list(d.labels)
         self.check_labels(splits, labels, report)
         if d.max_train_examples is not None and len(splits["train"]) > d.max_train_examples:
             report["train_truncated_from"] = len(splits["train"])

@@ -20,12 +20,13 @@ from pydantic import Field, model_validator
 
 from ..config import DataConfig, EncodingConfig, TaskOptions
 from ..data.encode import SequenceCollator, encode_texts, sorted_batches
+from ..data.interchange import Annotation
 from ..data.readers import TextExample, check_known_labels, detect_text_format, read_text_file
 from ..errors import ConfigError, TuneforgeError
 from ..evaluation.metrics import format_classification_report, multi_label_scores, single_label_scores
 from ..models import load_sequence_classifier
 from ..paths import atomic_write_text
-from .base import Predictor, Task, TaskData
+from .base import Predictor, Task, TaskData, Units
 from .token_classification import autocast_context
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # includes 0.5
@@ -178,6 +179,8 @@ def format_report(metrics: dict, multi_label: bool) -> str:
 class TextClassifier(Predictor):
     """A trained text classifier loaded from a run folder (or its ``model/`` folder)."""
 
+    output_formats = ("jsonl", "labelstudio")
+
     def __init__(self, model, tokenizer, meta: dict, precision: str = "fp32"):
         super().__init__(model, tokenizer, meta, precision)
         self.multi_label: bool = meta["multi_label"]
@@ -211,6 +214,33 @@ class TextClassifier(Predictor):
     def predict_proba(self, examples: Sequence[TextExample], batch_size: int = 64) -> np.ndarray:
         logits = text_logits(self.model, self.tokenizer, examples, self.meta, batch_size, self.precision)
         return probabilities_from_logits(logits, self.multi_label)
+
+    def units(self, examples: Sequence[TextExample], batch_size: int = 64) -> list[Units]:
+        """Single-label: one unit, the class probabilities. Multi-label: one unit per label, (absent, present)."""
+        probabilities = self.predict_proba(examples, batch_size) if examples else np.zeros((0, len(self.labels)))
+        out = []
+        for ex, probs in zip(examples, probabilities):
+            given = set(ex.labels) if ex.labels is not None else None
+            if self.multi_label:
+                table = np.stack([1.0 - probs, probs], axis=1)
+                gold = [int(label in given) for label in self.labels] if given is not None else None
+                out.append(Units(names=list(self.labels), classes=["absent", "present"], probabilities=table, gold=gold))
+            else:
+                gold = [self.labels.index(ex.labels[0]) if ex.labels[0] in self.labels else -1] if given else None
+                out.append(Units(names=["label"], classes=self.labels, probabilities=probs[None, :], gold=gold))
+        return out
+
+    def annotation(self, example: TextExample, result: dict) -> Annotation:
+        """A prediction as chosen labels; the score is the chosen label's probability (the lowest chosen
+        one for multi-label, 1 - the highest for a text with none chosen)."""
+        chosen = result["labels"] if self.multi_label else [result["label"]]
+        probs = result["probabilities"]
+        if chosen:
+            score = min(probs[label] for label in chosen)
+        else:
+            score = 1.0 - max(probs.values()) if probs else None
+        return Annotation(text=example.text, text_pair=example.text_pair, choices=chosen,
+                          score=None if score is None else round(float(score), 4))
 
     def evaluate_examples(self, examples: Sequence[TextExample], batch_size: int = 64) -> tuple[dict, str, np.ndarray]:
         probabilities = self.predict_proba(examples, batch_size)
@@ -296,7 +326,7 @@ class TextClassificationOptions(TaskOptions):
 
 
 class TextClassificationData(DataConfig):
-    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "jsonl", "csv", "tsv")
+    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "jsonl", "csv", "tsv", "labelstudio", "doccano")
     text_column: str = "text"
     text_pair_column: Optional[str] = Field(default=None, description="second text of a pair (NLI, QA matching)")
     label_column: str = "label"
@@ -322,6 +352,19 @@ class TextClassification(Task):
 
     def label_list(self, train: Sequence[TextExample]) -> list[str]:
         return label_list(train)
+
+    def write_examples(self, examples: Sequence[TextExample], path) -> dict:
+        """JSONL under this config's keys: the label a string, or a list for multi-label."""
+        d, multi = self.cfg.data, self.cfg.task.multi_label
+        rows = []
+        for ex in examples:
+            row = {d.text_column: ex.text}
+            if d.text_pair_column:
+                row[d.text_pair_column] = ex.text_pair
+            row[d.label_column] = list(ex.labels or []) if multi else ex.labels[0]
+            rows.append(json.dumps(row, ensure_ascii=False) + "\n")
+        atomic_write_text(path, "".join(rows))
+        return {"format": "jsonl"}
 
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
         if len(labels) < 2 and not self.cfg.task.multi_label:

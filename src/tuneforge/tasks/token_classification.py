@@ -25,12 +25,14 @@ from ..data.readers import (
     read_text_lines,
     read_token_file,
     split_tag,
+    write_token_jsonl,
 )
+from ..data.interchange import Annotation, annotation_from_tokens
 from ..errors import TuneforgeError
 from ..evaluation.metrics import entity_scores, extract_entities, format_entity_report, token_accuracy, token_report
 from ..models import is_causal_model, load_token_classifier
 from ..paths import atomic_write_text
-from .base import Predictor, Task, TaskData
+from .base import Predictor, Task, TaskData, Units
 
 
 def label_list(examples: Sequence[TokenExample]) -> list[str]:
@@ -153,6 +155,16 @@ def predict_examples(
     label_position: str = "first",
 ) -> list[WordPredictions]:
     """Word-level tags for every example (empty examples get empty predictions)."""
+    logps = example_logprobs(model, tokenizer, examples, max_length, stride, batch_size, precision, label_position)
+    masks = allowed_transitions(labels)
+    return [decode(lp, labels, decode_mode, masks) if len(lp) else WordPredictions([], []) for lp in logps]
+
+
+def example_logprobs(
+    model, tokenizer, examples: Sequence[TokenExample], max_length: int, stride: int, batch_size: int = 64,
+    precision: str = "fp32", label_position: str = "first",
+) -> list[np.ndarray]:
+    """Per example, its (words x labels) log-probabilities; an empty example gets a (0 x labels) array."""
     nonempty = [i for i, ex in enumerate(examples) if ex.words]
     subset = [examples[i] for i in nonempty]
     windows, _ = encode_examples(subset, tokenizer, None, max_length, stride, label_position=label_position)
@@ -160,11 +172,10 @@ def predict_examples(
         model, windows, len(subset), [len(ex.words) for ex in subset], tokenizer.pad_token_id,
         batch_size=batch_size, precision=precision,
     )
-    masks = allowed_transitions(labels)
-    results = [WordPredictions([], []) for _ in examples]
+    out = [np.zeros((0, model.config.num_labels), dtype=np.float32) for _ in examples]
     for i, lp in zip(nonempty, logps):
-        results[i] = decode(lp, labels, decode_mode, masks)
-    return results
+        out[i] = lp
+    return out
 
 
 def evaluate_predictions(examples: Sequence[TokenExample], predictions: Sequence[WordPredictions]) -> dict:
@@ -235,7 +246,7 @@ class TokenClassificationOptions(TaskOptions):
 
 
 class TokenClassificationData(DataConfig):
-    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "conll", "jsonl")
+    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "conll", "jsonl", "labelstudio", "doccano")
     token_column: int = 0
     tag_column: int = -1
     scheme: Literal["auto", "IOB2", "IOB1", "IO", "BIOES", "BILOU", "BMES", "BMEWO"] = "auto"  # readers.SCHEMES
@@ -251,7 +262,7 @@ class TokenClassificationEncoding(EncodingConfig):
 class TokenClassifier(Predictor):
     """A trained token classifier loaded from a run folder (or its ``model/`` folder)."""
 
-    output_formats = ("jsonl", "conll")
+    output_formats = ("jsonl", "conll", "labelstudio")
 
     def __init__(self, model, tokenizer, meta: dict, precision: str = "auto"):
         super().__init__(model, tokenizer, meta, precision)
@@ -285,6 +296,17 @@ class TokenClassifier(Predictor):
             batch_size, self.decode, self.precision, self.label_position,
         )
 
+    def units(self, examples: Sequence[TokenExample], batch_size: int = 64) -> list[Units]:
+        """Each word is a unit; its probabilities are the tag softmax (before Viterbi decoding)."""
+        logps = example_logprobs(self.model, self.tokenizer, examples, self.max_length, self.stride, batch_size,
+                                 self.precision, self.label_position)
+        index = {tag: i for i, tag in enumerate(self.labels)}
+        return [
+            Units(names=list(ex.words), classes=self.labels, probabilities=np.exp(lp),
+                  gold=[index.get(t, -1) for t in ex.tags] if ex.tags is not None else None)
+            for ex, lp in zip(examples, logps)
+        ]
+
     def evaluate_examples(self, examples: Sequence[TokenExample], batch_size: int = 64):
         preds = self.predict_examples(examples, batch_size)
         metrics = evaluate_predictions(examples, preds)
@@ -314,6 +336,16 @@ class TokenClassifier(Predictor):
             }
             for ex, p in zip(examples, preds)
         ]
+
+    def annotation(self, example: TokenExample, result: dict) -> Annotation:
+        """A prediction as spans over the text (raw text's own offsets, else the words joined), with
+        each entity's confidence and the mean word confidence as the score."""
+        ann = annotation_from_tokens(TokenExample(words=example.words, tags=result["tags"], text=example.text,
+                                                  offsets=example.offsets))
+        ann.scores = [e["confidence"] for e in result["entities"]]
+        confidences = result["confidences"]
+        ann.score = round(float(np.mean(confidences)), 4) if confidences else None
+        return ann
 
     def format_output(self, results: list[dict], output_format: str = "jsonl") -> str:
         if output_format != "conll":
@@ -356,6 +388,10 @@ class TokenClassification(Task):
 
     def label_list(self, train: Sequence[TokenExample]) -> list[str]:
         return label_list(train)
+
+    def write_examples(self, examples: Sequence[TokenExample], path) -> dict:
+        write_token_jsonl(examples, path)
+        return {"format": "jsonl", "scheme": "IOB2"}  # normalised already, whatever scheme the source used
 
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
         for name in ("dev", "test"):
