@@ -118,18 +118,26 @@ def _parse_ratios(text: str) -> list[float]:
 
 
 def _cmd_data_check(args) -> int:
-    from .data.readers import normalise_to_iob2, read_token_file
-    from .tasks.token_classification import label_list
+    from .data.checks import run_check, strict_failures
 
-    examples = read_token_file(args.input, args.format, tag_column=args.tag_column)
-    report = normalise_to_iob2(examples, args.scheme)
-    lengths = sorted(len(e.words) for e in examples)
-    print(f"{args.input}: {len(examples)} sentences, {sum(lengths)} words "
-          f"(median {lengths[len(lengths) // 2]}, max {lengths[-1]} words per sentence)")
-    print(report.describe())
-    for line in report.examples:
-        print(f"  {line}")
-    print("labels: " + ", ".join(label_list(examples)))
+    overrides = list(args.set or [])
+    if args.format != "auto":
+        overrides.append(f"data.format={args.format}")
+    if args.tag_column is not None:
+        overrides.append(f"data.tag_column={args.tag_column}")
+    if args.scheme is not None:
+        overrides.append(f"data.scheme={args.scheme}")
+    report, files = run_check(args.inputs, args.task, overrides, args.tokenizer, args.max_length, args.model,
+                              args.folds, args.noise_threshold, args.near_threshold, args.out)
+    sizes = ", ".join(f"{name} {size['examples']}" for name, size in report["sizes"].items())
+    print(f"{report['task'].replace('_', ' ')} data: {sizes} examples")
+    for line in report["findings"] or ["nothing to report"]:
+        print(f"- {line}")
+    print(f"report: {files['json']} · {files['html']}")
+    failures = strict_failures(report) if args.strict else []
+    if failures:
+        print(f"strict: {'; '.join(failures)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -287,11 +295,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
     p.add_argument("--tag-column", type=int, default=-1)
     p.set_defaults(func=_cmd_data_split)
-    p = data.add_parser("check", help="read a file, report its size, tag scheme and repairs")
-    p.add_argument("input")
-    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
-    p.add_argument("--tag-column", type=int, default=-1)
-    p.add_argument("--scheme", default="auto", choices=["auto", *SCHEMES])
+    p = data.add_parser("check", help="report sizes, labels, scheme repairs, duplicates and leakage, lengths, "
+                                      "characters, tokenizer coverage, label noise (report.json + report.html)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="a config (.yaml: its data, split and model), or data files: train=PATH dev=PATH test=PATH "
+                        "(bare paths fill train, dev, test in order)")
+    p.add_argument("--task", default="auto", help="the data's task (default: guessed from the first file)")
+    p.add_argument("--format", default="auto", help="data.format of the files (default: by extension)")
+    p.add_argument("--tag-column", type=int, help="token classification: the tag column of a CoNLL file")
+    p.add_argument("--scheme", choices=["auto", *SCHEMES], help="token classification: the tag scheme")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a data option, e.g. data.text_column=review")
+    p.add_argument("--tokenizer", metavar="NAME_OR_PATH",
+                   help="measure sub-word lengths and [UNK] rate with this tokenizer (default: the config's or "
+                        "--model's model)")
+    p.add_argument("--max-length", type=_positive_int, help="inputs longer than this many sub-words are reported "
+                                                             "(default: the config's encoding.max_length, 128)")
+    p.add_argument("--model", metavar="RUN", help="find label-noise candidates by k-fold cross-validation with this "
+                                                  "run's config (trains --folds runs)")
+    p.add_argument("--folds", type=_positive_int, default=5)
+    p.add_argument("--noise-threshold", type=float, default=0.9,
+                   help="probability above which a held-out prediction that disagrees with the label is reported")
+    p.add_argument("--near-threshold", type=float, default=0.8, help="shingle Jaccard for near duplicates")
+    p.add_argument("--out", default="data-check", help="folder for report.json and report.html")
+    p.add_argument("--strict", action="store_true", help="exit 1 on leakage between splits or malformed records")
     p.set_defaults(func=_cmd_data_check)
 
     label = sub.add_parser("label", help="active learning: what to label next, and whether it pays").add_subparsers(

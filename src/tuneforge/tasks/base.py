@@ -152,6 +152,30 @@ class Task:
     def label_list(self, train: Sequence) -> list[str]:  # pragma: no cover
         raise NotImplementedError
 
+    # --- what `tuneforge data check` asks of a task (tuneforge.data.checks)
+    @classmethod
+    def sniff(cls, path: str, first_record) -> bool:
+        """Whether a data file looks like this task's (``first_record``: the first JSON object of a JSON
+        or JSONL file, the first Label Studio task of an export, else None). Used to pick the task of
+        ``tuneforge data check FILE`` when ``--task`` is not given."""
+        return False
+
+    def label_counts(self, examples: Sequence) -> dict[str, int]:  # pragma: no cover
+        """How often each label occurs (entities by type for NER, texts per class for classifiers)."""
+        raise NotImplementedError
+
+    def label_signature(self, example) -> tuple:  # pragma: no cover
+        """The example's labels as a hashable value: two copies of a text with different signatures conflict."""
+        raise NotImplementedError
+
+    def check_token_ids(self, tokenizer, examples: Sequence) -> list[list[int]]:  # pragma: no cover
+        """Each example's token ids as the model would read it whole (special tokens included, no cut)."""
+        raise NotImplementedError
+
+    def long_input_handling(self) -> str:
+        """What happens to an input longer than ``encoding.max_length`` (said in the check report)."""
+        return "split into overlapping windows"
+
     def write_examples(self, examples: Sequence, path: str | Path) -> dict:  # pragma: no cover
         """Write labelled (normalised) examples to a JSONL file; return the ``data:`` settings under which
         :meth:`read` reads them back as they are (active-learning rounds write their labelled sets this way)."""
@@ -167,15 +191,7 @@ class Task:
         """Read, split and normalise the data; the labels come from the whole training portion, before
         any ``max_train_examples`` cut, so a quick run on a slice still knows every label dev and test use."""
         d = self.cfg.data
-        train = self.read(d.train)
-        report: dict = {"train_file": getattr(train[0], "source", None) or d.train if train else d.train}
-        if d.split is not None:
-            train, dev, test = split_examples(train, d.split, d.split_seed)
-            report["split"] = {"ratios": list(d.split), "seed": d.split_seed}
-        else:
-            dev = self.read(d.dev) if d.dev else []
-            test = self.read(d.test) if d.test else []
-        splits = {"train": train, "dev": dev, "test": test}
+        splits, report = self.read_splits()
         self.normalise(splits, report)
         labels = self.label_list(splits["train"])
         if d.labels is not None:
@@ -190,6 +206,19 @@ class Task:
             splits["train"] = splits["train"][: d.max_train_examples]
         report.update(self.describe(splits, labels))
         return TaskData(splits, labels, report)
+
+    def read_splits(self) -> tuple[dict[str, list], dict]:
+        """train/dev/test as read (``data.split`` applied, nothing normalised yet) and the report's start."""
+        d = self.cfg.data
+        train = self.read(d.train)
+        report: dict = {"train_file": getattr(train[0], "source", None) or d.train if train else d.train}
+        if d.split is not None:
+            train, dev, test = split_examples(train, d.split, d.split_seed)
+            report["split"] = {"ratios": list(d.split), "seed": d.split_seed}
+        else:
+            dev = self.read(d.dev) if d.dev else []
+            test = self.read(d.test) if d.test else []
+        return {"train": train, "dev": dev, "test": test}, report
 
     def data_summary(self, data: TaskData) -> str:
         """The first line the driver prints: how much data."""

@@ -353,6 +353,40 @@ class TextClassification(Task):
     def label_list(self, train: Sequence[TextExample]) -> list[str]:
         return label_list(train)
 
+    @classmethod
+    def sniff(cls, path: str, first_record) -> bool:
+        """CSV/TSV tables; JSON records with a text and string labels; Label Studio choices."""
+        if first_record is None:
+            return Path(path).suffix.lower() in (".csv", ".tsv")
+        results = [r for a in first_record.get("annotations") or [] for r in a.get("result") or []]
+        if any(isinstance(r, dict) and r.get("type") == "choices" for r in results):
+            return True
+        label = first_record.get("label", first_record.get("labels"))
+        return "text" in first_record and (isinstance(label, str) or (isinstance(label, list) and
+                                                                      all(isinstance(x, str) for x in label)))
+
+    def label_counts(self, examples: Sequence[TextExample]) -> dict[str, int]:
+        """Texts per label (a multi-label text counts once for each of its labels)."""
+        from collections import Counter
+
+        return dict(Counter(label for ex in examples for label in ex.labels or []).most_common())
+
+    def label_signature(self, example: TextExample) -> tuple:
+        return tuple(sorted(example.labels or ()))
+
+    def check_token_ids(self, tokenizer, examples: Sequence[TextExample]) -> list[list[int]]:
+        if not examples:
+            return []
+        pairs = [ex.text_pair for ex in examples] if examples[0].text_pair is not None else None
+        enc = tokenizer([ex.text for ex in examples], pairs, add_special_tokens=True, truncation=False)
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def long_input_handling(self) -> str:
+        mode = self.cfg.task.long_text
+        if mode == "windows":
+            return f"split into overlapping windows (task.long_text: windows, {self.cfg.task.window_pooling} pooling)"
+        return f"cut to max_length, the rest never read (task.long_text: {mode})"
+
     def write_examples(self, examples: Sequence[TextExample], path) -> dict:
         """JSONL under this config's keys: the label a string, or a list for multi-label."""
         d, multi = self.cfg.data, self.cfg.task.multi_label

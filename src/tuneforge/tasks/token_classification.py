@@ -382,12 +382,42 @@ class TokenClassification(Task):
         for name, examples in splits.items():
             if examples:
                 scheme = normalise_to_iob2(examples, self.cfg.data.scheme)
+                report.setdefault("scheme", {})[name] = {"read_as": scheme.detected, "rewritten": scheme.repaired,
+                                                         "examples": scheme.examples}
                 report[f"{name}_scheme"] = scheme.describe()
                 if scheme.examples:
                     report[f"{name}_scheme_examples"] = scheme.examples
 
     def label_list(self, train: Sequence[TokenExample]) -> list[str]:
         return label_list(train)
+
+    @classmethod
+    def sniff(cls, path: str, first_record) -> bool:
+        """Column files; JSONL with tokens; Label Studio spans; doccano span lists."""
+        if first_record is None:
+            return Path(path).suffix.lower() not in (".csv", ".tsv", ".json", ".jsonl", ".ndjson")
+        if "tokens" in first_record or "words" in first_record:
+            return True
+        results = [r for a in first_record.get("annotations") or [] for r in a.get("result") or []]
+        if any(r.get("type") == "labels" for r in results if isinstance(r, dict)):
+            return True
+        spans = first_record.get("entities") or first_record.get("label")
+        return isinstance(spans, list) and bool(spans) and isinstance(spans[0], (list, dict))
+
+    def label_counts(self, examples: Sequence[TokenExample]) -> dict[str, int]:
+        """Entities per type (IOB2 spans)."""
+        from collections import Counter
+
+        return dict(Counter(kind for ex in examples for kind, _, _ in extract_entities(ex.tags or [])).most_common())
+
+    def label_signature(self, example: TokenExample) -> tuple:
+        return tuple(example.tags or ())
+
+    def check_token_ids(self, tokenizer, examples: Sequence[TokenExample]) -> list[list[int]]:
+        if not examples:
+            return []
+        enc = tokenizer([list(ex.words) for ex in examples], is_split_into_words=True, add_special_tokens=True)
+        return [list(ids) for ids in enc["input_ids"]]
 
     def write_examples(self, examples: Sequence[TokenExample], path) -> dict:
         write_token_jsonl(examples, path)
