@@ -141,6 +141,19 @@ def _cmd_data_check(args) -> int:
     return 0
 
 
+def _cmd_data_convert(args) -> int:
+    from .data.interchange import convert
+
+    overrides = list(args.set or [])
+    if args.format != "auto":
+        overrides.append(f"data.format={args.format}")
+    if args.tag_column is not None:
+        overrides.append(f"data.tag_column={args.tag_column}")
+    n, what = convert(args.input, args.out, args.to, args.task, overrides)
+    print(f"wrote {n} examples to {what}", file=sys.stderr)
+    return 0
+
+
 def _add_text_columns(p: argparse.ArgumentParser, labels: bool) -> None:
     """Text classifiers: column names (CSV/TSV) or keys (JSONL); default: those it was trained with."""
     p.add_argument("--text-column", help="text classifiers: the text column (default: as in training)")
@@ -319,6 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data-check", help="folder for report.json and report.html")
     p.add_argument("--strict", action="store_true", help="exit 1 on leakage between splits or malformed records")
     p.set_defaults(func=_cmd_data_check)
+    p = data.add_parser("convert", help="to and from labelling tools: Label Studio JSON, doccano JSONL, our JSONL")
+    p.add_argument("input", help="any file the task reads: CoNLL, JSONL, CSV/TSV, Label Studio .json, doccano .jsonl "
+                                 "(--format doccano)")
+    p.add_argument("out")
+    p.add_argument("--to", required=True, choices=["labelstudio", "doccano", "jsonl"])
+    p.add_argument("--task", default="auto", help="the data's task (default: guessed from the file)")
+    p.add_argument("--format", default="auto", help="the input's data.format (default: by extension)")
+    p.add_argument("--tag-column", type=int, help="token classification: the tag column of a CoNLL file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a data option, e.g. data.text_column=review")
+    p.set_defaults(func=_cmd_data_convert)
 
     label = sub.add_parser("label", help="active learning: what to label next, and whether it pays").add_subparsers(
         dest="label_command", required=True)

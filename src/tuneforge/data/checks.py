@@ -14,7 +14,8 @@ works on each example's text (``as_text()``) and is the same for every task:
   *exact* (identical text), *normalised* (identical after NFKC, case folding, URLs, @mentions and
   digits masked, and everything but letters and digits removed), and *near* (Jaccard similarity of
   character 5-gram shingle sets of the normalised text >= 0.8; candidate pairs from MinHash LSH
-  with 128 permutations, ``datasketch``, then every candidate's Jaccard computed exactly);
+  with 128 permutations, ``datasketch``, asked for candidates from 0.25 below the threshold, then every
+  candidate's Jaccard computed exactly);
   an exact copy with a different label is a *conflict*;
 - **lengths**: words/characters, and with a tokenizer the sub-word distribution, how many inputs
   exceed ``max_length`` and what the task does with them (windows, or cut);
@@ -165,7 +166,7 @@ def find_duplicates(items: Sequence[Item], signatures: Sequence[tuple], threshol
         "method": (f"exact: identical text; normalised: identical after NFKC, case folding, URL/@mention/digit masking "
                    f"and removing all but letters and digits; near: Jaccard of character {SHINGLE}-gram shingles of "
                    f"the normalised text >= {threshold} (MinHash LSH, {MINHASH_PERMUTATIONS} permutations, candidates "
-                   "verified exactly)"),
+                   "from 0.25 below, verified exactly)"),
         "within": {}, "across": {},
     }
     # --- within each split
@@ -216,7 +217,9 @@ def _near_duplicates(items: Sequence[Item], norms: Sequence[str], threshold: flo
     from datasketch import MinHash, MinHashLSH
 
     sets = [shingles(n) for n in norms]
-    lsh = MinHashLSH(threshold=threshold, num_perm=MINHASH_PERMUTATIONS)
+    # LSH finds pairs above its threshold only with some probability; asking it for candidates well below
+    # the verified threshold keeps that miss rate negligible, and every candidate is then checked exactly
+    lsh = MinHashLSH(threshold=max(0.3, threshold - 0.25), num_perm=MINHASH_PERMUTATIONS)
     hashes = []
     for i, s in enumerate(sets):
         m = MinHash(num_perm=MINHASH_PERMUTATIONS, seed=1)

@@ -176,6 +176,10 @@ class Task:
         """What happens to an input longer than ``encoding.max_length`` (said in the check report)."""
         return "split into overlapping windows"
 
+    def to_annotation(self, example):  # pragma: no cover
+        """A labelled example as a :class:`tuneforge.data.interchange.Annotation` (Label Studio / doccano export)."""
+        raise NotImplementedError
+
     def write_examples(self, examples: Sequence, path: str | Path) -> dict:  # pragma: no cover
         """Write labelled (normalised) examples to a JSONL file; return the ``data:`` settings under which
         :meth:`read` reads them back as they are (active-learning rounds write their labelled sets this way)."""

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from ..config import DataConfig, EncodingConfig, TaskOptions
 from ..data.encode import SequenceCollator, encode_texts, sorted_batches
-from ..data.interchange import Annotation
+from ..data.interchange import Annotation, annotation_from_text
 from ..data.readers import TextExample, check_known_labels, detect_text_format, read_text_file
 from ..errors import ConfigError, TuneforgeError
 from ..evaluation.metrics import format_classification_report, multi_label_scores, single_label_scores
@@ -386,6 +386,9 @@ class TextClassification(Task):
         if mode == "windows":
             return f"split into overlapping windows (task.long_text: windows, {self.cfg.task.window_pooling} pooling)"
         return f"cut to max_length, the rest never read (task.long_text: {mode})"
+
+    def to_annotation(self, example: TextExample) -> Annotation:
+        return annotation_from_text(example)
 
     def write_examples(self, examples: Sequence[TextExample], path) -> dict:
         """JSONL under this config's keys: the label a string, or a list for multi-label."""

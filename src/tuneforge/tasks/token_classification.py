@@ -419,6 +419,9 @@ class TokenClassification(Task):
         enc = tokenizer([list(ex.words) for ex in examples], is_split_into_words=True, add_special_tokens=True)
         return [list(ids) for ids in enc["input_ids"]]
 
+    def to_annotation(self, example: TokenExample) -> Annotation:
+        return annotation_from_tokens(example)
+
     def write_examples(self, examples: Sequence[TokenExample], path) -> dict:
         write_token_jsonl(examples, path)
         return {"format": "jsonl", "scheme": "IOB2"}  # normalised already, whatever scheme the source used
