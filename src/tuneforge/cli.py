@@ -82,12 +82,24 @@ def _cmd_predict(args) -> int:
                              f"model writes {', '.join(predictor.output_formats)}")
     options = check_read_options(predictor, {"text_column": args.text_column, "text_pair_column": args.text_pair_column})
     examples = predictor.read_inputs(args.input, args.format, **options)
+    runtime = ", ".join(f"{k} {v}" for k, v in predictor.runtime.items())
+    if args.output_format == "labelstudio":  # pre-annotations: every task's predictions, with scores (one JSON array)
+        from .data.interchange import labelstudio_tasks
+
+        if not distributed.is_main():
+            return 0  # one JSON array: process 0 writes it whole
+
+        results = predictor.predict(examples, batch_size=args.batch_size)
+        tasks = labelstudio_tasks([predictor.annotation(ex, r) for ex, r in zip(examples, results)],
+                                  as_predictions=True, model_version=f"tuneforge:{Path(args.run).resolve().name}")
+        _write_output(json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", args.out,
+                      f"{predictor.describe_output(results)}; {runtime}")
+        return 0
     # to --out atomically (it appears complete or not at all), or to standard output as pieces arrive
     target = atomic_open(args.out, "w") if args.out and distributed.is_main() else nullcontext(sys.stdout)
     with target as handle:
         counts = predict_across_processes(predictor, examples, handle.write, args.output_format, args.batch_size)
     if distributed.is_main():
-        runtime = ", ".join(f"{k} {v}" for k, v in predictor.runtime.items())
         print(f"wrote {describe_counts(counts)}{' to ' + args.out if args.out else ''}; {runtime}", file=sys.stderr)
     return 0
 
@@ -133,6 +145,18 @@ def _serving_summary(models, options, host: str, port: int) -> str:
     return "\n".join(lines)
 
 
+def _write_output(text: str, out: str | None, what: str) -> None:
+    """To ``out`` atomically (and say so on stderr), or to standard output."""
+    from .paths import atomic_write_text
+
+    if out:
+        atomic_write_text(out, text)
+        print(f"wrote {what} to {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+        print(f"wrote {what}", file=sys.stderr)
+
+
 def _cmd_data_split(args) -> int:
     from .data.readers import read_token_file, split_examples, write_conll
     from .paths import check_output_path
@@ -164,18 +188,39 @@ def _parse_ratios(text: str) -> list[float]:
 
 
 def _cmd_data_check(args) -> int:
-    from .data.readers import normalise_to_iob2, read_token_file
-    from .tasks.token_classification import label_list
+    from .data.checks import run_check, strict_failures
 
-    examples = read_token_file(args.input, args.format, tag_column=args.tag_column)
-    report = normalise_to_iob2(examples, args.scheme)
-    lengths = sorted(len(e.words) for e in examples)
-    print(f"{args.input}: {len(examples)} sentences, {sum(lengths)} words "
-          f"(median {lengths[len(lengths) // 2]}, max {lengths[-1]} words per sentence)")
-    print(report.describe())
-    for line in report.examples:
-        print(f"  {line}")
-    print("labels: " + ", ".join(label_list(examples)))
+    overrides = list(args.set or [])
+    if args.format != "auto":
+        overrides.append(f"data.format={args.format}")
+    if args.tag_column is not None:
+        overrides.append(f"data.tag_column={args.tag_column}")
+    if args.scheme is not None:
+        overrides.append(f"data.scheme={args.scheme}")
+    report, files = run_check(args.inputs, args.task, overrides, args.tokenizer, args.max_length, args.model,
+                              args.folds, args.noise_threshold, args.near_threshold, args.out)
+    sizes = ", ".join(f"{name} {size['examples']}" for name, size in report["sizes"].items())
+    print(f"{report['task'].replace('_', ' ')} data: {sizes} examples")
+    for line in report["findings"] or ["nothing to report"]:
+        print(f"- {line}")
+    print(f"report: {files['json']} · {files['html']}")
+    failures = strict_failures(report) if args.strict else []
+    if failures:
+        print(f"strict: {'; '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_data_convert(args) -> int:
+    from .data.interchange import convert
+
+    overrides = list(args.set or [])
+    if args.format != "auto":
+        overrides.append(f"data.format={args.format}")
+    if args.tag_column is not None:
+        overrides.append(f"data.tag_column={args.tag_column}")
+    n, what = convert(args.input, args.out, args.to, args.task, overrides)
+    print(f"wrote {n} examples to {what}", file=sys.stderr)
     return 0
 
 
@@ -375,6 +420,38 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_label_suggest(args) -> int:
+    from . import active, api
+    from .tasks.base import check_read_options
+
+    predictor = api.load(args.run, precision="fp32")
+    options = check_read_options(predictor, {"text_column": args.text_column})
+    tasks, picked, scores = active.suggest(
+        predictor, args.pool, n=args.n, strategy=args.strategy, diversity=args.diversity, aggregate=args.aggregate,
+        seed=args.seed, batch_size=args.batch_size, read_options=options, model_version=Path(args.run).resolve().name)
+    text = json.dumps(tasks, ensure_ascii=False, indent=1) + "\n"
+    _write_output(text, args.out, f"{len(tasks)} pre-annotated Label Studio tasks (of {len(scores)} in the pool, "
+                                  f"strategy {args.strategy}{', diversity' if args.diversity else ''})")
+    return 0
+
+
+def _cmd_label_simulate(args) -> int:
+    from . import active
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    try:
+        result = active.simulate(args.config, strategies, rounds=args.rounds, batch=args.batch, seeds=args.seeds,
+                                 initial=args.initial, overrides=args.set, out=args.out, diversity=args.diversity,
+                                 aggregate=args.aggregate, isolate=args.isolate)
+    except KeyboardInterrupt:
+        print("interrupted; run the same `tuneforge label simulate` command again to continue where it stopped",
+              file=sys.stderr)
+        return 130
+    print(result.files["al.md"].read_text(encoding="utf-8"))
+    print(f"table: {result.files['al.md']} · {result.files['al.csv']} · picture: {result.files['al.png']}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line and exit 2, like every other error a user can fix."""
 
@@ -477,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input format; auto: .txt is raw text, .jsonl JSONL, .csv/.tsv tables (text classifiers), "
                         "else CoNLL (first column = word)")
     _add_text_columns(p, labels=False)
-    p.add_argument("--output-format", default="jsonl", choices=["jsonl", "conll"])
+    p.add_argument("--output-format", default="jsonl", choices=["jsonl", "conll", "labelstudio"],
+                   help="labelstudio: tasks pre-annotated with the predictions and their scores")
     p.add_argument("--out", help="write here instead of standard output")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     _add_precision(p)
@@ -603,11 +681,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
     p.add_argument("--tag-column", type=int, default=-1)
     p.set_defaults(func=_cmd_data_split)
-    p = data.add_parser("check", help="read a file, report its size, tag scheme and repairs")
-    p.add_argument("input")
-    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl"])
-    p.add_argument("--tag-column", type=int, default=-1)
-    p.add_argument("--scheme", default="auto", choices=["auto", *SCHEMES])
+    p = data.add_parser("check", help="report sizes, labels, scheme repairs, duplicates and leakage, lengths, "
+                                      "characters, tokenizer coverage, label noise (report.json + report.html)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="a config (.yaml: its data, split and model), or data files: train=PATH dev=PATH test=PATH "
+                        "(bare paths fill train, dev, test in order)")
+    p.add_argument("--task", default="auto", help="the data's task (default: guessed from the first file)")
+    p.add_argument("--format", default="auto", help="data.format of the files (default: by extension)")
+    p.add_argument("--tag-column", type=int, help="token classification: the tag column of a CoNLL file")
+    p.add_argument("--scheme", choices=["auto", *SCHEMES], help="token classification: the tag scheme")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a data option, e.g. data.text_column=review")
+    p.add_argument("--tokenizer", metavar="NAME_OR_PATH",
+                   help="measure sub-word lengths and [UNK] rate with this tokenizer (default: the config's or "
+                        "--model's model)")
+    p.add_argument("--max-length", type=_positive_int, help="inputs longer than this many sub-words are reported "
+                                                             "(default: the config's encoding.max_length, 128)")
+    p.add_argument("--model", metavar="RUN", help="find label-noise candidates by k-fold cross-validation with this "
+                                                  "run's config (trains --folds runs)")
+    p.add_argument("--folds", type=_positive_int, default=5)
+    p.add_argument("--noise-threshold", type=float, default=0.9,
+                   help="probability above which a held-out prediction that disagrees with the label is reported")
+    p.add_argument("--near-threshold", type=float, default=0.8, help="shingle Jaccard for near duplicates")
+    p.add_argument("--out", default="data-check", help="folder for report.json and report.html")
+    p.add_argument("--strict", action="store_true", help="exit 1 on leakage between splits or malformed records")
     p.set_defaults(func=_cmd_data_check)
     p = data.add_parser("perturb", help="write noisy copies of a labelled file (character noise; labels kept)")
     p.add_argument("input")
@@ -632,6 +728,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default="label")
     p.add_argument("--multi-label", action="store_true", help="text files: several labels per text (| separated)")
     p.set_defaults(func=_cmd_data_sample)
+    p = data.add_parser("convert", help="to and from labelling tools: Label Studio JSON, doccano JSONL, our JSONL")
+    p.add_argument("input", help="any file the task reads: CoNLL, JSONL, CSV/TSV, Label Studio .json, doccano .jsonl "
+                                 "(--format doccano)")
+    p.add_argument("out")
+    p.add_argument("--to", required=True, choices=["labelstudio", "doccano", "jsonl"])
+    p.add_argument("--task", default="auto", help="the data's task (default: guessed from the file)")
+    p.add_argument("--format", default="auto", help="the input's data.format (default: by extension)")
+    p.add_argument("--tag-column", type=int, help="token classification: the tag column of a CoNLL file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a data option, e.g. data.text_column=review")
+    p.set_defaults(func=_cmd_data_convert)
+
+    label = sub.add_parser("label", help="active learning: what to label next, and whether it pays").add_subparsers(
+        dest="label_command", required=True)
+    p = label.add_parser("suggest", help="pick the pool examples most worth labelling; write them as pre-annotated "
+                                         "Label Studio tasks")
+    p.add_argument("run")
+    p.add_argument("pool", help="unlabelled examples: raw text (.txt, one a line), CoNLL, JSONL, CSV/TSV")
+    p.add_argument("--n", type=_positive_int, default=100, help="how many to pick")
+    p.add_argument("--strategy", default="entropy", choices=list(_strategies()))
+    p.add_argument("--diversity", action="store_true",
+                   help="one pick per cluster of the 5n best candidates (k-means on character n-grams)")
+    p.add_argument("--aggregate", default="sum", choices=["sum", "mean", "max"],
+                   help="how a sentence's word scores combine (token classifiers)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--text-column", help="text classifiers: the text column of a CSV/TSV/JSONL pool")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--out", help="write the tasks here (JSON) instead of standard output")
+    p.set_defaults(func=_cmd_label_suggest)
+    p = label.add_parser("simulate", help="replay active learning on a labelled set with its labels hidden; "
+                                          "score against labels bought per strategy (al.png, al.csv)")
+    p.add_argument("config")
+    p.add_argument("--rounds", type=_positive_int, default=5, help="training rounds, the random start included")
+    p.add_argument("--batch", type=_positive_int, default=100, help="examples labelled per round")
+    p.add_argument("--initial", type=_positive_int, help="random examples labelled before round 0 (default: --batch)")
+    p.add_argument("--strategies", default="entropy,margin,random",
+                   help="comma-separated: " + ", ".join(_strategies()))
+    p.add_argument("--seeds", type=_positive_int, default=1, help="repeats with seeds training.seed, +1, ...")
+    p.add_argument("--diversity", action="store_true")
+    p.add_argument("--aggregate", default="sum", choices=["sum", "mean", "max"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every round")
+    p.add_argument("--out", help="folder for the rounds' runs and al.csv/png/md (default: the config's output_dir)")
+    p.add_argument("--isolate", action="store_true", help="train each round in its own process")
+    p.set_defaults(func=_cmd_label_simulate)
     return parser
 
 
@@ -648,6 +787,12 @@ def _without_num_processes(argv: list[str]) -> list[str]:
 
 
 CONTINUAL_STRATEGIES = ("naive", "replay", "ewc", "lwf", "joint")
+
+
+def _strategies() -> tuple[str, ...]:
+    from .active import STRATEGIES
+
+    return STRATEGIES
 
 
 def main(argv: list[str] | None = None) -> int:

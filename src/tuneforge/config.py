@@ -100,6 +100,11 @@ class DataConfig(_Strict):
         description="few-shot: train on k examples per class (per entity type for NER), sampled by the task",
     )
     k_shot_seed: Optional[int] = Field(default=None, description="seed of the k-shot draw; default: training.seed")
+    labels: Optional[list[str]] = Field(
+        default=None,
+        description="the label space, as the task lists it (NER: IOB2 tags with O; classifiers: class names); "
+                    "default: what the training data holds. Fixed when a small training set may lack some.",
+    )
 
     # the formats the task reads; a task's subclass narrows it
     FORMATS: ClassVar[tuple[str, ...]] = ("auto",)

@@ -56,7 +56,7 @@ class Member:
 
     @property
     def finished(self) -> bool:
-        return (self.run_dir / "metrics.json").exists() and not (self.run_dir / CHECKPOINT_DIR).exists()
+        return run_finished(self.run_dir)
 
 
 def base_tree(config: Config | dict | str | Path) -> dict:
@@ -97,24 +97,39 @@ def apply_changes(tree: dict, changes: dict) -> dict:
     return tree
 
 
+def run_finished(run_dir: Path) -> bool:
+    """A run folder whose training completed (metrics written, checkpoint removed)."""
+    run_dir = Path(run_dir)
+    return (run_dir / "metrics.json").exists() and not (run_dir / CHECKPOINT_DIR).exists()
+
+
 def train_member(member: Member, isolate: bool) -> None:
-    resume = member.run_dir.exists() and any(member.run_dir.iterdir())
+    train_config(member.config, isolate)
+
+
+def train_config(config: Config, isolate: bool) -> None:
+    """Train one run of a multi-run experiment (compare, curve, active-learning simulation, label-noise
+    folds) into its ``output_dir``, resuming it if an earlier attempt was interrupted.
+
+    ``isolate``: in its own process (so its peak memory is its own); its config and printed output go
+    beside the run folder (``members/``); progress bars and errors (stderr) still reach the terminal.
+    """
+    run_dir = Path(config.output_dir)
+    resume = run_dir.exists() and any(run_dir.iterdir())
     if not isolate:
         from . import api
 
-        api.train(member.config, resume=resume)
+        api.train(config, resume=resume)
         return
-    # The member's config and its printed output live beside the run folders (OUT/members/);
-    # progress bars and errors (stderr) still reach the terminal.
-    config_file = member.run_dir.parent / "members" / f"{member.run_dir.name}.yaml"
-    atomic_write_text(config_file, member.config.to_yaml())
+    config_file = run_dir.parent / "members" / f"{run_dir.name}.yaml"
+    atomic_write_text(config_file, config.to_yaml())
     command = [sys.executable, "-m", "tuneforge", "train", str(config_file)] + (["--resume"] if resume else [])
     with open(config_file.with_suffix(".log"), "a", encoding="utf-8") as log:
         code = subprocess.run(command, stdout=log, env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
     if code == 130 or code < 0:
         raise KeyboardInterrupt
     if code != 0:
-        raise TuneforgeError(f"{member.run_dir}: member run failed (exit {code}); its error is printed above")
+        raise TuneforgeError(f"{run_dir}: member run failed (exit {code}); its error is printed above")
 
 
 def train_members(members: Sequence[Member], isolate: bool, command: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -39,6 +41,10 @@ class TokenExample:
     # when data annotates only some types (a continual-learning stage): its O words may hide the others.
     annotated: tuple[str, ...] | None = None
 
+    def as_text(self) -> str:
+        """The sentence as one string: the raw text it came from, else its words joined (:func:`join_words`)."""
+        return self.text if self.text is not None else join_words(self.words)[0]
+
 
 @dataclass
 class SchemeReport:
@@ -52,6 +58,29 @@ class SchemeReport:
         if not self.repaired:
             return f"tags read as {self.detected}; none needed repair"
         return f"tags read as {self.detected}; {self.repaired} tag(s) rewritten to IOB2"
+
+
+_collected: ContextVar[list | None] = ContextVar("tuneforge_bad_records", default=None)
+
+
+@contextmanager
+def collect_bad_records():
+    """Inside this block, a malformed record (a line, a JSON record, a CSV row, a tag no scheme reads)
+    is noted in the yielded list and skipped instead of stopping the read: ``tuneforge data check``
+    reports every one. Problems with a whole file (missing, empty, not UTF-8) still stop it."""
+    token = _collected.set([])
+    try:
+        yield _collected.get()
+    finally:
+        _collected.reset(token)
+
+
+def _bad(error: DataError) -> None:
+    """Raise ``error``, or inside :func:`collect_bad_records` note it (the caller then skips the record)."""
+    found = _collected.get()
+    if found is None:
+        raise error
+    found.append(error)
 
 
 def _decode_lines(path: Path) -> Iterable[tuple[int, str]]:
@@ -144,21 +173,24 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int | None =
                     + "; check data.tag_column and that columns are tab or space separated",
                 )
         elif len(columns) != n_columns:
-            raise DataError(
+            _bad(DataError(
                 resolved, number,
                 f"found {len(columns)} column(s) where line {n_columns_line} has {n_columns}; "
                 "every token line needs the same columns (tab or space separated)",
-            )
-        if not words:
-            start = number
+            ))
+            continue
         word = columns[token_column]
         if not word:
-            raise DataError(resolved, number, "empty token; remove the line or fill in the token")
+            _bad(DataError(resolved, number, "empty token; remove the line or fill in the token"))
+            continue
+        tag = columns[tag_column] if tag_column is not None else None
+        if tag_column is not None and not tag:
+            _bad(DataError(resolved, number, "empty tag; every token needs a tag (use O for none)"))
+            continue
+        if not words:
+            start = number
         words.append(word)
         if tag_column is not None:
-            tag = columns[tag_column]
-            if not tag:
-                raise DataError(resolved, number, "empty tag; every token needs a tag (use O for none)")
             tags.append(tag)
             tag_lines.append(number)
     flush()
@@ -177,25 +209,31 @@ def read_jsonl(path: str | Path, labelled: bool = True) -> list[TokenExample]:
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DataError(resolved, number, f"not valid JSON ({exc.msg}); one JSON object per line") from None
+            _bad(DataError(resolved, number, f"not valid JSON ({exc.msg}); one JSON object per line"))
+            continue
         if not isinstance(record, dict):
-            raise DataError(resolved, number, "expected a JSON object like {\"tokens\": [...], \"tags\": [...]}")
+            _bad(DataError(resolved, number, "expected a JSON object like {\"tokens\": [...], \"tags\": [...]}"))
+            continue
         words = record.get("tokens", record.get("words"))
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-            raise DataError(resolved, number, "missing \"tokens\": a list of strings")
+            _bad(DataError(resolved, number, "missing \"tokens\": a list of strings"))
+            continue
         if not words:
-            raise DataError(resolved, number, "\"tokens\" is empty; drop the record or add tokens")
+            _bad(DataError(resolved, number, "\"tokens\" is empty; drop the record or add tokens"))
+            continue
         tags = record.get("tags", record.get("ner_tags"))
         if labelled or tags is not None:
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
                 if labelled:
-                    raise DataError(resolved, number, "missing \"tags\": a list of tag strings, one per token")
+                    _bad(DataError(resolved, number, "missing \"tags\": a list of tag strings, one per token"))
+                    continue
                 tags = None
             elif len(tags) != len(words):
-                raise DataError(
+                _bad(DataError(
                     resolved, number,
                     f"{len(words)} tokens but {len(tags)} tags; give exactly one tag per token",
-                )
+                ))
+                continue
         examples.append(
             TokenExample(
                 words=list(words), tags=list(tags) if tags is not None else None, source=str(resolved),
@@ -208,8 +246,10 @@ def read_jsonl(path: str | Path, labelled: bool = True) -> list[TokenExample]:
 
 
 def detect_format(path: str | Path) -> str:
+    from .interchange import detect_interchange
+
     suffix = Path(str(path)).suffix.lower()
-    return "jsonl" if suffix in {".jsonl", ".json", ".ndjson"} else "conll"
+    return detect_interchange(path) or ("jsonl" if suffix in {".jsonl", ".json", ".ndjson"} else "conll")
 
 
 def read_token_file(
@@ -220,11 +260,19 @@ def read_token_file(
 ) -> list[TokenExample]:
     """Read a labelled (or, with ``tag_column=None``, unlabelled) token file in either format."""
     fmt = detect_format(path) if format == "auto" else format
+    if fmt in ("labelstudio", "doccano"):
+        from .interchange import read_token_annotations
+
+        examples = read_token_annotations(path, fmt)
+        if tag_column is None:
+            for ex in examples:
+                ex.tags = ex.tag_lines = None
+        return examples
     if fmt == "jsonl":
         return read_jsonl(path, labelled=tag_column is not None)
     if fmt == "conll":
         return read_conll(path, token_column=token_column, tag_column=tag_column)
-    raise DataError(path, None, f"unknown format {fmt!r}; use conll or jsonl")
+    raise DataError(path, None, f"unknown format {fmt!r}; use conll, jsonl, labelstudio or doccano")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,7 +399,10 @@ def normalise_to_iob2(examples: list[TokenExample], scheme: str = "auto") -> Sch
             else:
                 role = roles.get(prefix)
                 if role is None or not kind:
-                    raise _tag_error(ex, position, tag, detected, declared=scheme != "auto")
+                    _bad(_tag_error(ex, position, tag, detected, declared=scheme != "auto"))
+                    new_tags.append("O")  # only inside collect_bad_records: the tag is counted there
+                    open_type = None
+                    continue
                 continues = role in (INSIDE, END) and open_type == kind
                 fixed = f"{'I' if continues else 'B'}-{kind}"
                 open_type = kind if role in (BEGIN, INSIDE) else None
@@ -484,6 +535,29 @@ def pretokenize(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     return words, offsets
 
 
+def join_words(words: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """Words back into one string, with each word's (start, end) character offsets.
+
+    One space between words, none where the character on either side of the gap is CJK, so a
+    character-per-word Chinese sentence reads as written (``北京``, ``iPhone手机``). The exact words
+    need not be recoverable from the string: interchange files carry the offsets.
+    """
+    import regex
+
+    cjk = regex.compile(rf"[{_CJK}]")
+    parts: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    position = 0
+    for i, word in enumerate(words):
+        if i and not (cjk.match(words[i - 1][-1:]) or cjk.match(word[:1])):
+            parts.append(" ")
+            position += 1
+        offsets.append((position, position + len(word)))
+        parts.append(word)
+        position += len(word)
+    return "".join(parts), offsets
+
+
 def examples_from_texts(texts: Sequence[str], source: str = "<texts>", first_line: int = 1) -> list[TokenExample]:
     examples = []
     for i, text in enumerate(texts):
@@ -518,12 +592,20 @@ class TextExample:
     source: str = ""
     line: int = 0
 
+    def as_text(self) -> str:
+        """The text, and its pair after a tab when there is one (what duplicates are compared on)."""
+        return self.text if self.text_pair is None else f"{self.text}\t{self.text_pair}"
+
 
 TEXT_FORMATS = ("csv", "tsv", "jsonl", "text")
 
 
 def detect_text_format(path: str | Path) -> str:
+    from .interchange import detect_interchange
+
     suffix = Path(str(path)).suffix.lower()
+    if detect_interchange(path):
+        return "labelstudio"
     if suffix in {".jsonl", ".json", ".ndjson"}:
         return "jsonl"
     if suffix in {".tsv", ".tab"}:
@@ -595,22 +677,26 @@ def read_text_table(
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise DataError(
+            _bad(DataError(
                 resolved, start,
                 f"found {len(row)} field(s) where the header has {len(header)}; "
                 + ("quote fields that contain the delimiter" if delimiter != "\t" else "remove stray tabs from the text"),
-            )
+            ))
+            continue
         text = row[index["data.text_column"]]
         if not text.strip():
-            raise DataError(resolved, start, f"empty text in column {text_column!r}; fill it in or drop the row")
+            _bad(DataError(resolved, start, f"empty text in column {text_column!r}; fill it in or drop the row"))
+            continue
         pair = row[index["data.text_pair_column"]] if text_pair_column else None
         if pair is not None and not pair.strip():
-            raise DataError(resolved, start, f"empty text in column {text_pair_column!r}; fill it in or drop the row")
+            _bad(DataError(resolved, start, f"empty text in column {text_pair_column!r}; fill it in or drop the row"))
+            continue
         labels = None
         if label_column is not None:
             labels = _split_label_cell(row[index["data.label_column"]], multi_label, label_separator)
             if not multi_label and not labels[0]:  # multi-label: an empty cell is a text with no label
-                raise DataError(resolved, start, f"empty label in column {label_column!r}; every row needs a label")
+                _bad(DataError(resolved, start, f"empty label in column {label_column!r}; every row needs a label"))
+                continue
         examples.append(TextExample(text=text, labels=labels, text_pair=pair, source=str(resolved), line=start))
     if not examples:
         raise DataError(resolved, 1, "no rows found below the header")
@@ -627,46 +713,55 @@ def read_text_jsonl(
     """Read ``{"text": ..., "label": ...}`` records, or ``"labels": [...]`` for multi-label, one per line."""
     resolved = _open_checked(path)
     examples: list[TextExample] = []
-    plural = label_key + "s" if label_key else None
     for number, line in _decode_lines(resolved):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(resolved, number, f"not valid JSON ({exc.msg}); one JSON object per line") from None
-        if not isinstance(record, dict):
-            raise DataError(resolved, number, f"expected a JSON object like {{\"{text_key}\": ..., \"{label_key or 'label'}\": ...}}")
-        text = record.get(text_key)
-        if not isinstance(text, str):
-            raise DataError(resolved, number, f"missing \"{text_key}\": a string (set data.text_column to the key)")
-        if not text.strip():
-            raise DataError(resolved, number, f"empty \"{text_key}\"; fill it in or drop the record")
-        pair = None
-        if text_pair_key:
-            pair = record.get(text_pair_key)
-            if not isinstance(pair, str) or not pair.strip():
-                raise DataError(resolved, number, f"missing or empty \"{text_pair_key}\": the second text of the pair")
-        labels = None
-        if label_key is not None:
-            value = record.get(plural, record.get(label_key)) if multi_label else record.get(label_key)
-            if multi_label and isinstance(value, str):
-                value = [value]
-            if multi_label:
-                if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                    raise DataError(
-                        resolved, number, f"missing \"{plural}\": a list of label strings, [] for none (multi-label)"
-                    )
-                labels = list(dict.fromkeys(value))
-            else:
-                if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
-                    hint = "; for several labels per text set task.multi_label: true" if plural in record else ""
-                    raise DataError(resolved, number, f"missing \"{label_key}\": one label (a string){hint}")
-                labels = [str(value)]
-        examples.append(TextExample(text=text, labels=labels, text_pair=pair, source=str(resolved), line=number))
+            examples.append(_text_record(resolved, number, line, text_key, label_key, text_pair_key, multi_label))
+        except DataError as error:
+            _bad(error)
     if not examples:
         raise DataError(resolved, 1, "no records found; the file holds only blank lines")
     return examples
+
+
+def _text_record(resolved: Path, number: int, line: str, text_key: str, label_key: str | None,
+                 text_pair_key: str | None, multi_label: bool) -> TextExample:
+    """One record of :func:`read_text_jsonl`; every problem raises a DataError naming its line."""
+    plural = label_key + "s" if label_key else None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(resolved, number, f"not valid JSON ({exc.msg}); one JSON object per line") from None
+    if not isinstance(record, dict):
+        raise DataError(resolved, number, f"expected a JSON object like {{\"{text_key}\": ..., \"{label_key or 'label'}\": ...}}")
+    text = record.get(text_key)
+    if not isinstance(text, str):
+        raise DataError(resolved, number, f"missing \"{text_key}\": a string (set data.text_column to the key)")
+    if not text.strip():
+        raise DataError(resolved, number, f"empty \"{text_key}\"; fill it in or drop the record")
+    pair = None
+    if text_pair_key:
+        pair = record.get(text_pair_key)
+        if not isinstance(pair, str) or not pair.strip():
+            raise DataError(resolved, number, f"missing or empty \"{text_pair_key}\": the second text of the pair")
+    labels = None
+    if label_key is not None:
+        value = record.get(plural, record.get(label_key)) if multi_label else record.get(label_key)
+        if multi_label and isinstance(value, str):
+            value = [value]
+        if multi_label:
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise DataError(
+                    resolved, number, f"missing \"{plural}\": a list of label strings, [] for none (multi-label)"
+                )
+            labels = list(dict.fromkeys(value))
+        else:
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+                hint = "; for several labels per text set task.multi_label: true" if plural in record else ""
+                raise DataError(resolved, number, f"missing \"{label_key}\": one label (a string){hint}")
+            labels = [str(value)]
+    return TextExample(text=text, labels=labels, text_pair=pair, source=str(resolved), line=number)
 
 
 def read_text_file(
@@ -686,12 +781,20 @@ def read_text_file(
         )
     if fmt == "jsonl":
         return read_text_jsonl(path, text_column, label_column, text_pair_column, multi_label)
+    if fmt in ("labelstudio", "doccano"):
+        from .interchange import read_text_annotations
+
+        examples = read_text_annotations(path, fmt, text_column, text_pair_column, multi_label)
+        if label_column is None:
+            for ex in examples:
+                ex.labels = None
+        return examples
     if fmt == "text":
         if label_column is not None:
             raise DataError(path, None, "plain text lines carry no labels; give a CSV, TSV or JSONL file")
         resolved = _open_checked(path)
         return [TextExample(text=text, source=str(resolved), line=number) for number, text in _decode_lines(resolved)]
-    raise DataError(path, None, f"unknown format {fmt!r}; use csv, tsv, jsonl or text")
+    raise DataError(path, None, f"unknown format {fmt!r}; use csv, tsv, jsonl, text, labelstudio or doccano")
 
 
 def check_known_labels(examples: Sequence[TextExample], known: Iterable[str]) -> None:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
+import numpy as np
+
 from ..config import DataConfig, EncodingConfig, TaskOptions
 from ..data.readers import split_examples
 from ..errors import InputError, TuneforgeError
@@ -43,6 +45,22 @@ class TaskData:
     splits: dict[str, list]
     labels: list[str]
     report: dict
+
+
+@dataclass
+class Units:
+    """One example as the separate decisions a model makes on it, with a probability table.
+
+    A sentence's units are its words (classes: the tags); a single-label text has one unit (classes:
+    the labels); a multi-label text has one unit per label (classes: absent, present). Active
+    learning scores uncertainty on these tables and the label-noise check compares them with the
+    gold classes, so neither needs to know the task.
+    """
+
+    names: list[str]  # what each unit is (a word, a label name), for reports
+    classes: list[str]  # the columns of ``probabilities``
+    probabilities: np.ndarray  # (units, classes), rows sum to 1
+    gold: list[int] | None = None  # gold class per unit when labelled; -1 for a label the model never saw
 
 
 class Predictor:
@@ -131,6 +149,19 @@ class Predictor:
         server's ``results`` (the two are byte-identical for the same inputs)."""
         return json.dumps(result, ensure_ascii=False)
 
+    def units(self, examples: Sequence, batch_size: int = 64) -> list[Units]:
+        """Per example, the model's probability table over its units (see :class:`Units`); ``gold``
+        is filled for labelled examples. Active learning and the label-noise check use it."""
+        raise TuneforgeError(
+            f"a {self.task_name.replace('_', ' ')} model gives no per-example probabilities; "
+            "active learning and the label-noise check need a task whose Predictor implements units()"
+        )
+
+    def annotation(self, example, result: dict):  # pragma: no cover
+        """One :meth:`predict` result as a :class:`tuneforge.data.interchange.Annotation` (spans or
+        choices, with the model's scores): what Label Studio pre-annotations are made of."""
+        raise NotImplementedError
+
     def format_output(self, results: list[dict], output_format: str = "jsonl") -> str:
         return "".join(self.to_json(r) + "\n" for r in results)
 
@@ -187,6 +218,39 @@ class Task:
         """Record on ``examples`` that they annotate only ``labels`` (a continual stage's data).
         The default does nothing: a classifier's example names its class whatever other classes exist."""
 
+    # --- what `tuneforge data check` asks of a task (tuneforge.data.checks)
+    @classmethod
+    def sniff(cls, path: str, first_record) -> bool:
+        """Whether a data file looks like this task's (``first_record``: the first JSON object of a JSON
+        or JSONL file, the first Label Studio task of an export, else None). Used to pick the task of
+        ``tuneforge data check FILE`` when ``--task`` is not given."""
+        return False
+
+    def label_counts(self, examples: Sequence) -> dict[str, int]:  # pragma: no cover
+        """How often each label occurs (entities by type for NER, texts per class for classifiers)."""
+        raise NotImplementedError
+
+    def label_signature(self, example) -> tuple:  # pragma: no cover
+        """The example's labels as a hashable value: two copies of a text with different signatures conflict."""
+        raise NotImplementedError
+
+    def check_token_ids(self, tokenizer, examples: Sequence) -> list[list[int]]:  # pragma: no cover
+        """Each example's token ids as the model would read it whole (special tokens included, no cut)."""
+        raise NotImplementedError
+
+    def long_input_handling(self) -> str:
+        """What happens to an input longer than ``encoding.max_length`` (said in the check report)."""
+        return "split into overlapping windows"
+
+    def to_annotation(self, example):  # pragma: no cover
+        """A labelled example as a :class:`tuneforge.data.interchange.Annotation` (Label Studio / doccano export)."""
+        raise NotImplementedError
+
+    def write_labelled(self, examples: Sequence, path: str | Path) -> dict:  # pragma: no cover
+        """Write labelled (normalised) examples to a JSONL file; return the ``data:`` settings under which
+        :meth:`read` reads them back as they are (active-learning rounds write their labelled sets this way)."""
+        raise NotImplementedError
+
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
         """Refuse data the label space cannot score (a dev/test label training never saw...)."""
 
@@ -195,27 +259,28 @@ class Task:
 
     def prepare_data(self, known_labels: Sequence[str] | None = None) -> TaskData:
         """Read, split and normalise the data; the labels come from the whole training portion, before
-        any ``max_train_examples`` cut, so a quick run on a slice still knows every label dev and test use.
+        any ``max_train_examples`` cut, so a quick run on a slice still knows every label dev and test use
+        (or from ``data.labels`` when given).
 
         ``known_labels`` (a run continued from another, ``model.init_from``) come first; labels only
         they hold are ones this data does not annotate (:meth:`mark_annotated`, reported)."""
         d = self.cfg.data
-        train = self.read(d.train)
-        report: dict = {"train_file": getattr(train[0], "source", None) or d.train if train else d.train}
-        if d.split is not None:
-            train, dev, test = split_examples(train, d.split, d.split_seed)
-            report["split"] = {"ratios": list(d.split), "seed": d.split_seed}
-        else:
-            dev = self.read(d.dev) if d.dev else []
-            test = self.read(d.test) if d.test else []
-        splits = {"train": train, "dev": dev, "test": test}
+        splits, report = self.read_splits()
         self.normalise(splits, report)
         found = self.label_list(splits["train"])
-        labels = self.extend_labels(known_labels, found) if known_labels else found
-        unannotated = [label for label in labels if label not in found]
-        if unannotated:
-            self.mark_annotated(splits["train"], found)
-            report["labels_not_annotated"] = unannotated
+        labels = found
+        if d.labels is not None:
+            missing = [label for label in found if label not in d.labels]
+            if missing:
+                raise TuneforgeError(f"{report['train_file']}: label {missing[0]!r} is not in data.labels "
+                                     f"({', '.join(d.labels)}); add it there or fix the data")
+            labels = list(d.labels)
+        if known_labels:
+            labels = self.extend_labels(known_labels, labels)
+            unannotated = [label for label in known_labels if label not in found]
+            if unannotated:
+                self.mark_annotated(splits["train"], found)
+                report["labels_not_annotated"] = unannotated
         self.check_labels(splits, labels, report)
         if d.max_train_examples is not None and len(splits["train"]) > d.max_train_examples:
             report["train_truncated_from"] = len(splits["train"])
@@ -229,6 +294,19 @@ class Task:
         report.update(self.describe(splits, labels))
         self.labels = labels
         return TaskData(splits, labels, report)
+
+    def read_splits(self) -> tuple[dict[str, list], dict]:
+        """train/dev/test as read (``data.split`` applied, nothing normalised yet) and the report's start."""
+        d = self.cfg.data
+        train = self.read(d.train)
+        report: dict = {"train_file": getattr(train[0], "source", None) or d.train if train else d.train}
+        if d.split is not None:
+            train, dev, test = split_examples(train, d.split, d.split_seed)
+            report["split"] = {"ratios": list(d.split), "seed": d.split_seed}
+        else:
+            dev = self.read(d.dev) if d.dev else []
+            test = self.read(d.test) if d.test else []
+        return {"train": train, "dev": dev, "test": test}, report
 
     def sample_k_shot(self, train: Sequence, labels: list[str], k: int, seed: int) -> tuple[list, dict]:
         """``k`` training examples per label, deterministic by ``seed``: (the sample, a report of counts

@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from ..config import DataConfig, EncodingConfig, TaskOptions
 from ..data.encode import INFERENCE_PAD_MULTIPLE, SequenceCollator, encode_texts, sorted_batches
+from ..data.interchange import Annotation, annotation_from_text
 from ..data.readers import (
     TextExample,
     check_known_labels,
@@ -35,7 +36,7 @@ from ..errors import ConfigError, InputError, TuneforgeError
 from ..evaluation.metrics import format_classification_report, multi_label_scores, single_label_scores
 from ..models import load_sequence_classifier
 from ..paths import atomic_write_text
-from .base import Predictor, Task, TaskData
+from .base import Predictor, Task, TaskData, Units
 from ..training.loop import autocast_context
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # includes 0.5
@@ -223,6 +224,8 @@ def format_report(metrics: dict, multi_label: bool) -> str:
 class TextClassifier(Predictor):
     """A trained text classifier loaded from a run folder (or its ``model/`` folder)."""
 
+    output_formats = ("jsonl", "labelstudio")
+
     def __init__(self, model, tokenizer, meta: dict, precision: str = "fp32"):
         super().__init__(model, tokenizer, meta, precision)
         self.multi_label: bool = meta["multi_label"]
@@ -257,6 +260,33 @@ class TextClassifier(Predictor):
                       pad_multiple: int | None = None) -> np.ndarray:
         logits = text_logits(self.model, self.tokenizer, examples, self.meta, batch_size, self.precision, pad_multiple)
         return probabilities_from_logits(logits, self.multi_label)
+
+    def units(self, examples: Sequence[TextExample], batch_size: int = 64) -> list[Units]:
+        """Single-label: one unit, the class probabilities. Multi-label: one unit per label, (absent, present)."""
+        probabilities = self.predict_proba(examples, batch_size) if examples else np.zeros((0, len(self.labels)))
+        out = []
+        for ex, probs in zip(examples, probabilities):
+            given = set(ex.labels) if ex.labels is not None else None
+            if self.multi_label:
+                table = np.stack([1.0 - probs, probs], axis=1)
+                gold = [int(label in given) for label in self.labels] if given is not None else None
+                out.append(Units(names=list(self.labels), classes=["absent", "present"], probabilities=table, gold=gold))
+            else:
+                gold = [self.labels.index(ex.labels[0]) if ex.labels[0] in self.labels else -1] if given else None
+                out.append(Units(names=["label"], classes=self.labels, probabilities=probs[None, :], gold=gold))
+        return out
+
+    def annotation(self, example: TextExample, result: dict) -> Annotation:
+        """A prediction as chosen labels; the score is the chosen label's probability (the lowest chosen
+        one for multi-label, 1 - the highest for a text with none chosen)."""
+        chosen = result["labels"] if self.multi_label else [result["label"]]
+        probs = result["probabilities"]
+        if chosen:
+            score = min(probs[label] for label in chosen)
+        else:
+            score = 1.0 - max(probs.values()) if probs else None
+        return Annotation(text=example.text, text_pair=example.text_pair, choices=chosen,
+                          score=None if score is None else round(float(score), 4))
 
     def predict_outputs(self, examples: Sequence[TextExample], batch_size: int = 64) -> list[np.ndarray]:
         """One row of label probabilities per text."""
@@ -405,7 +435,7 @@ class TextClassificationOptions(TaskOptions):
 
 
 class TextClassificationData(DataConfig):
-    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "jsonl", "csv", "tsv")
+    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "jsonl", "csv", "tsv", "labelstudio", "doccano")
     text_column: str = "text"
     text_pair_column: Optional[str] = Field(default=None, description="second text of a pair (NLI, QA matching)")
     label_column: str = "label"
@@ -441,6 +471,56 @@ class TextClassification(Task):
 
     def label_list(self, train: Sequence[TextExample]) -> list[str]:
         return label_list(train)
+
+    @classmethod
+    def sniff(cls, path: str, first_record) -> bool:
+        """CSV/TSV tables; JSON records with a text and string labels; Label Studio choices."""
+        if first_record is None:
+            return Path(path).suffix.lower() in (".csv", ".tsv")
+        results = [r for a in first_record.get("annotations") or [] for r in a.get("result") or []]
+        if any(isinstance(r, dict) and r.get("type") == "choices" for r in results):
+            return True
+        label = first_record.get("label", first_record.get("labels"))
+        return "text" in first_record and (isinstance(label, str) or (isinstance(label, list) and
+                                                                      all(isinstance(x, str) for x in label)))
+
+    def label_counts(self, examples: Sequence[TextExample]) -> dict[str, int]:
+        """Texts per label (a multi-label text counts once for each of its labels)."""
+        from collections import Counter
+
+        return dict(Counter(label for ex in examples for label in ex.labels or []).most_common())
+
+    def label_signature(self, example: TextExample) -> tuple:
+        return tuple(sorted(example.labels or ()))
+
+    def check_token_ids(self, tokenizer, examples: Sequence[TextExample]) -> list[list[int]]:
+        if not examples:
+            return []
+        pairs = [ex.text_pair for ex in examples] if examples[0].text_pair is not None else None
+        enc = tokenizer([ex.text for ex in examples], pairs, add_special_tokens=True, truncation=False)
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def long_input_handling(self) -> str:
+        mode = self.cfg.task.long_text
+        if mode == "windows":
+            return f"split into overlapping windows (task.long_text: windows, {self.cfg.task.window_pooling} pooling)"
+        return f"cut to max_length, the rest never read (task.long_text: {mode})"
+
+    def to_annotation(self, example: TextExample) -> Annotation:
+        return annotation_from_text(example)
+
+    def write_labelled(self, examples: Sequence[TextExample], path) -> dict:
+        """JSONL under this config's keys: the label a string, or a list for multi-label."""
+        d, multi = self.cfg.data, self.cfg.task.multi_label
+        rows = []
+        for ex in examples:
+            row = {d.text_column: ex.text}
+            if d.text_pair_column:
+                row[d.text_pair_column] = ex.text_pair
+            row[d.label_column] = list(ex.labels or []) if multi else ex.labels[0]
+            rows.append(json.dumps(row, ensure_ascii=False) + "\n")
+        atomic_write_text(path, "".join(rows))
+        return {"format": "jsonl"}
 
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
         if "labels_not_annotated" not in report:  # a continued run's earlier classes count: one new class is enough

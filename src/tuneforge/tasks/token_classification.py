@@ -29,12 +29,13 @@ from ..data.readers import (
     write_conll,
     write_token_jsonl,
 )
+from ..data.interchange import Annotation, annotation_from_tokens
 from ..errors import InputError, TuneforgeError
 from ..evaluation.metrics import entity_scores, extract_entities, format_entity_report, token_accuracy, token_report
 from ..models import is_causal_model, load_token_classifier
 from ..paths import atomic_write_text
 from ..training.loop import autocast_context
-from .base import Predictor, Task, TaskData
+from .base import Predictor, Task, TaskData, Units
 
 
 def label_list(examples: Sequence[TokenExample]) -> list[str]:
@@ -154,6 +155,18 @@ def predict_examples(
     pad_multiple: int | None = None,
 ) -> list[WordPredictions]:
     """Word-level tags for every example (empty examples get empty predictions)."""
+    logps = example_logprobs(model, tokenizer, examples, max_length, stride, batch_size, precision, label_position,
+                             pad_multiple)
+    masks = allowed_transitions(labels)
+    return [decode(lp, labels, decode_mode, masks) if len(lp) else WordPredictions([], []) for lp in logps]
+
+
+def example_logprobs(
+    model, tokenizer, examples: Sequence[TokenExample], max_length: int, stride: int, batch_size: int = 64,
+    precision: str = "fp32", label_position: str = "first", pad_multiple: int | None = None,
+) -> list[np.ndarray]:
+    """Per example, its (words x labels) log-probabilities; an empty example gets a (0 x labels) array.
+    ``pad_multiple``: batch by padded length (see :func:`word_logprobs`)."""
     nonempty = [i for i, ex in enumerate(examples) if ex.words]
     subset = [examples[i] for i in nonempty]
     windows, _ = encode_examples(subset, tokenizer, None, max_length, stride, label_position=label_position)
@@ -161,11 +174,10 @@ def predict_examples(
         model, windows, len(subset), [len(ex.words) for ex in subset], tokenizer.pad_token_id,
         batch_size=batch_size, precision=precision, pad_multiple=pad_multiple,
     )
-    masks = allowed_transitions(labels)
-    results = [WordPredictions([], []) for _ in examples]
+    out = [np.zeros((0, model.config.num_labels), dtype=np.float32) for _ in examples]
     for i, lp in zip(nonempty, logps):
-        results[i] = decode(lp, labels, decode_mode, masks)
-    return results
+        out[i] = lp
+    return out
 
 
 def entity_types(labels: Sequence[str]) -> list[str]:
@@ -256,7 +268,7 @@ class TokenClassificationOptions(TaskOptions):
 
 
 class TokenClassificationData(DataConfig):
-    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "conll", "jsonl")
+    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "conll", "jsonl", "labelstudio", "doccano")
     token_column: int = 0
     tag_column: int = -1
     scheme: Literal["auto", "IOB2", "IOB1", "IO", "BIOES", "BILOU", "BMES", "BMEWO"] = "auto"  # readers.SCHEMES
@@ -272,7 +284,7 @@ class TokenClassificationEncoding(EncodingConfig):
 class TokenClassifier(Predictor):
     """A trained token classifier loaded from a run folder (or its ``model/`` folder)."""
 
-    output_formats = ("jsonl", "conll")
+    output_formats = ("jsonl", "conll", "labelstudio")
 
     def __init__(self, model, tokenizer, meta: dict, precision: str = "auto"):
         super().__init__(model, tokenizer, meta, precision)
@@ -322,6 +334,18 @@ class TokenClassifier(Predictor):
                  for p in self.predict_examples(examples, batch_size)]
         return evaluate_predictions(examples, preds)
 
+    def units(self, examples: Sequence[TokenExample], batch_size: int = 64) -> list[Units]:
+        """Each word is a unit; its probabilities are the tag softmax (before Viterbi decoding)."""
+        logps = example_logprobs(self.model, self.tokenizer, examples, self.max_length, self.stride, batch_size,
+                                 self.precision, self.label_position)
+        index = {tag: i for i, tag in enumerate(self.labels)}
+        return [
+            Units(names=list(ex.words), classes=self.labels, probabilities=np.exp(lp),
+                  gold=[index.get(t, -1) for t in ex.tags] if ex.tags is not None else None)
+            for ex, lp in zip(examples, logps)
+        ]
+
+
     def predict(self, inputs, batch_size: int = 64) -> list[dict]:
         """Tag raw texts (``str`` or list of ``str``), pre-split word lists, or TokenExamples.
 
@@ -355,6 +379,16 @@ class TokenClassifier(Predictor):
             if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
                 raise InputError(f"'tokens[{i}]': expected a list of strings (the words of one text)")
         return [TokenExample(words=list(words)) for words in tokens]
+
+    def annotation(self, example: TokenExample, result: dict) -> Annotation:
+        """A prediction as spans over the text (raw text's own offsets, else the words joined), with
+        each entity's confidence and the mean word confidence as the score."""
+        ann = annotation_from_tokens(TokenExample(words=example.words, tags=result["tags"], text=example.text,
+                                                  offsets=example.offsets))
+        ann.scores = [e["confidence"] for e in result["entities"]]
+        confidences = result["confidences"]
+        ann.score = round(float(np.mean(confidences)), 4) if confidences else None
+        return ann
 
     def format_output(self, results: list[dict], output_format: str = "jsonl") -> str:
         if output_format != "conll":
@@ -391,6 +425,8 @@ class TokenClassification(Task):
         for name, examples in splits.items():
             if examples:
                 scheme = normalise_to_iob2(examples, self.cfg.data.scheme)
+                report.setdefault("scheme", {})[name] = {"read_as": scheme.detected, "rewritten": scheme.repaired,
+                                                         "examples": scheme.examples}
                 report[f"{name}_scheme"] = scheme.describe()
                 if scheme.examples:
                     report[f"{name}_scheme_examples"] = scheme.examples
@@ -425,6 +461,41 @@ class TokenClassification(Task):
         types = tuple(entity_types(labels))
         for ex in examples:
             ex.annotated = types
+
+    @classmethod
+    def sniff(cls, path: str, first_record) -> bool:
+        """Column files; JSONL with tokens; Label Studio spans; doccano span lists."""
+        if first_record is None:
+            return Path(path).suffix.lower() not in (".csv", ".tsv", ".json", ".jsonl", ".ndjson")
+        if "tokens" in first_record or "words" in first_record:
+            return True
+        results = [r for a in first_record.get("annotations") or [] for r in a.get("result") or []]
+        if any(r.get("type") == "labels" for r in results if isinstance(r, dict)):
+            return True
+        spans = first_record.get("entities") or first_record.get("label")
+        return isinstance(spans, list) and bool(spans) and isinstance(spans[0], (list, dict))
+
+    def label_counts(self, examples: Sequence[TokenExample]) -> dict[str, int]:
+        """Entities per type (IOB2 spans)."""
+        from collections import Counter
+
+        return dict(Counter(kind for ex in examples for kind, _, _ in extract_entities(ex.tags or [])).most_common())
+
+    def label_signature(self, example: TokenExample) -> tuple:
+        return tuple(example.tags or ())
+
+    def check_token_ids(self, tokenizer, examples: Sequence[TokenExample]) -> list[list[int]]:
+        if not examples:
+            return []
+        enc = tokenizer([list(ex.words) for ex in examples], is_split_into_words=True, add_special_tokens=True)
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def to_annotation(self, example: TokenExample) -> Annotation:
+        return annotation_from_tokens(example)
+
+    def write_labelled(self, examples: Sequence[TokenExample], path) -> dict:
+        write_token_jsonl(examples, path)
+        return {"format": "jsonl", "scheme": "IOB2"}  # normalised already, whatever scheme the source used
 
     def check_labels(self, splits: dict[str, list], labels: list[str], report: dict) -> None:
         check_trainable_labels(splits["train"])

@@ -1,0 +1,855 @@
+"""``tuneforge data check``: know your data before a model learns from it.
+
+One report, as JSON (``report.json``) and as one self-contained HTML page (``report.html``: tables,
+plots inline as PNG data URIs, no network), for any task. The task answers the questions only it
+can (:class:`tuneforge.tasks.base.Task`: how to read and normalise, label counts, a label
+signature per example, token ids as its model reads them, what happens to long inputs); the rest
+works on each example's text (``as_text()``) and is the same for every task:
+
+- **sizes** per split, and **malformed records** (every one, with file:line; read leniently via
+  :func:`tuneforge.data.readers.collect_bad_records`, so one bad line does not hide the next);
+- **labels** per split (entities by type for NER, texts per class), labels missing from train;
+- **tag-scheme repairs** (what the task's normalisation rewrote, with examples);
+- **duplicates** within and **across** splits (leakage, with the pairs):
+  *exact* (identical text), *normalised* (identical after NFKC, case folding, URLs, @mentions and
+  digits masked, and everything but letters and digits removed), and *near* (Jaccard similarity of
+  character 5-gram shingle sets of the normalised text >= 0.8; candidate pairs from MinHash LSH
+  with 128 permutations, ``datasketch``, asked for candidates from 0.25 below the threshold, then every
+  candidate's Jaccard computed exactly);
+  an exact copy with a different label is a *conflict*;
+- **lengths**: words/characters, and with a tokenizer the sub-word distribution, how many inputs
+  exceed ``max_length`` and what the task does with them (windows, or cut);
+- **characters**: shares of CJK, Latin, digits, punctuation/symbols, emoji; texts with URLs,
+  emoji, @mentions, control or zero-width characters;
+- **tokenizer coverage**: the share of tokens that are the unknown token, and the words behind them;
+- **label noise** (with ``--model RUN``): k-fold cross-validation with that run's config; a unit
+  (word or label) whose held-out prediction differs from its gold label with probability >= the
+  threshold is a candidate.
+
+``--strict`` fails (exit 1) when there is leakage (a dev/test text whose exact or normalised text
+is in train, or in another evaluation split) or a malformed record.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import unicodedata
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import DataError, TuneforgeError
+
+NEAR_THRESHOLD = 0.8
+SHINGLE = 5
+MINHASH_PERMUTATIONS = 128
+SHOW = 10  # examples listed per finding (the counts are always complete)
+
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
+_URL = r"https?://\S+|www\.\S+"
+_MENTION = r"(?<!\w)@\w+"
+
+
+@dataclass
+class CheckOptions:
+    tokenizer: Any = None  # a loaded tokenizer, or None: no sub-word / coverage sections
+    tokenizer_name: str | None = None
+    max_length: int = 128
+    near_threshold: float = NEAR_THRESHOLD
+    show: int = SHOW
+
+
+@dataclass
+class Item:
+    """One example in the check: where it is and its text."""
+
+    split: str
+    index: int
+    text: str
+    where: str  # file:line
+
+    def brief(self, width: int = 160) -> dict:
+        text = self.text if len(self.text) <= width else self.text[: width - 1] + "…"
+        return {"split": self.split, "where": self.where, "text": text}
+
+
+def _where(ex) -> str:
+    source, line = getattr(ex, "source", ""), getattr(ex, "line", 0)
+    return f"{source}:{line}" if source else f"#{line}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_for_check(task) -> tuple[dict[str, list], dict[str, list[DataError]], dict]:
+    """The task's splits read leniently and normalised: (splits, malformed records per split, normalise report).
+
+    Empty splits are dropped. A split cut from one file (``data.split``) shares that file's malformed records.
+    """
+    from .readers import collect_bad_records
+
+    with collect_bad_records() as bad:
+        splits, report = task.read_splits()
+        read_bad = list(bad)
+        task.normalise(splits, report)
+    malformed: dict[str, list[DataError]] = defaultdict(list)
+    files = {name: getattr(task.cfg.data, name) for name in ("train", "dev", "test")}
+    for error in bad:
+        owner = next((name for name, path in files.items() if path and _same_file(error.path, path)), "train")
+        if error not in read_bad:  # a tag rejected during normalisation: find the split holding it
+            owner = next((name for name, exs in splits.items()
+                          if any(getattr(ex, "source", None) == error.path for ex in exs)), owner)
+        malformed[owner].append(error)
+    return {k: v for k, v in splits.items() if v}, dict(malformed), report
+
+
+def _same_file(a: str, b: str) -> bool:
+    from ..paths import resolve_path
+
+    try:
+        return Path(a).resolve() == Path(resolve_path(b)).resolve()
+    except (OSError, TuneforgeError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Text normalisation and duplicates
+
+
+def normalise_text(text: str) -> str:
+    """The key near-duplicates share: NFKC, case-folded, URLs/@mentions/digits masked, only letters and digits kept."""
+    import regex
+
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = regex.sub(_URL, "<url>", text)
+    text = regex.sub(_MENTION, "@user", text)
+    text = regex.sub(r"\d", "0", text)
+    return "".join(regex.findall(r"[\p{L}\p{N}]", text))
+
+
+def shingles(text: str, size: int = SHINGLE) -> set[str]:
+    if len(text) <= size:
+        return {text} if text else set()
+    return {text[i: i + size] for i in range(len(text) - size + 1)}
+
+
+def jaccard(a: set, b: set) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def _pair_name(a: str, b: str) -> str:
+    return f"{a}/{b}"
+
+
+def find_duplicates(items: Sequence[Item], signatures: Sequence[tuple], threshold: float = NEAR_THRESHOLD,
+                    show: int = SHOW) -> dict:
+    """Exact, normalised and near duplicates within each split and across splits (see the module docstring)."""
+    splits = list(dict.fromkeys(it.split for it in items))
+    by_text: dict[str, list[int]] = defaultdict(list)
+    by_norm: dict[str, list[int]] = defaultdict(list)
+    norms = [normalise_text(it.text) for it in items]
+    for i, it in enumerate(items):
+        by_text[it.text].append(i)
+        by_norm[norms[i]].append(i)
+
+    report: dict = {
+        "method": (f"exact: identical text; normalised: identical after NFKC, case folding, URL/@mention/digit masking "
+                   f"and removing all but letters and digits; near: Jaccard of character {SHINGLE}-gram shingles of "
+                   f"the normalised text >= {threshold} (MinHash LSH, {MINHASH_PERMUTATIONS} permutations, candidates "
+                   "from 0.25 below, verified exactly)"),
+        "within": {}, "across": {},
+    }
+    # --- within each split
+    for split in splits:
+        exact_groups = [g for g in by_text.values() if len([i for i in g if items[i].split == split]) > 1]
+        exact_groups = [[i for i in g if items[i].split == split] for g in exact_groups]
+        conflicts = [g for g in exact_groups if len({signatures[i] for i in g}) > 1]
+        norm_groups = [[i for i in g if items[i].split == split] for g in by_norm.values()]
+        norm_groups = [g for g in norm_groups if len(g) > 1 and len({items[i].text for i in g}) > 1]
+        report["within"][split] = {
+            "exact_groups": len(exact_groups),
+            "exact_extra_copies": sum(len(g) - 1 for g in exact_groups),
+            "conflicting_labels": len(conflicts),
+            "normalised_groups": len(norm_groups),
+            "normalised_extra_copies": sum(len(g) - 1 for g in norm_groups),
+            "exact_examples": [[items[i].brief() for i in g[:3]] for g in sorted(exact_groups, key=len, reverse=True)[:show]],
+            "conflict_examples": [[dict(items[i].brief(), labels=list(signatures[i])[:40]) for i in g[:3]]
+                                  for g in conflicts[:show]],
+            "normalised_examples": [[items[i].brief() for i in g[:3]] for g in norm_groups[:show]],
+        }
+    # --- across splits: exact and normalised, per ordered pair (earlier split first)
+    for a_pos, a in enumerate(splits):
+        for b in splits[a_pos + 1:]:
+            exact_pairs, norm_pairs = [], []
+            exact_b, norm_b = set(), set()
+            for groups, pairs, hit in ((by_text, exact_pairs, exact_b), (by_norm, norm_pairs, norm_b)):
+                for g in groups.values():
+                    left = [i for i in g if items[i].split == a]
+                    right = [i for i in g if items[i].split == b]
+                    if left and right:
+                        for j in right:
+                            if groups is by_norm and items[j].text in {items[i].text for i in left}:
+                                continue  # already an exact pair
+                            hit.add(j)
+                            pairs.append((left[0], j))
+            report["across"][_pair_name(a, b)] = {
+                "exact": len(exact_b), "normalised": len(norm_b), "near": 0,
+                "exact_pairs": [[items[i].brief(), items[j].brief()] for i, j in exact_pairs[:show]],
+                "normalised_pairs": [[items[i].brief(), items[j].brief()] for i, j in norm_pairs[:show]],
+                "near_pairs": [],
+            }
+    _near_duplicates(items, norms, threshold, report, show)
+    return report
+
+
+def _near_duplicates(items: Sequence[Item], norms: Sequence[str], threshold: float, report: dict, show: int) -> None:
+    """Pairs with shingle Jaccard >= threshold that are not already exact or normalised copies."""
+    from datasketch import MinHash, MinHashLSH
+
+    sets = [shingles(n) for n in norms]
+    # LSH finds pairs above its threshold only with some probability; asking it for candidates well below
+    # the verified threshold keeps that miss rate negligible, and every candidate is then checked exactly
+    lsh = MinHashLSH(threshold=max(0.3, threshold - 0.25), num_perm=MINHASH_PERMUTATIONS)
+    hashes = []
+    for i, s in enumerate(sets):
+        m = MinHash(num_perm=MINHASH_PERMUTATIONS, seed=1)
+        m.update_batch([x.encode("utf-8") for x in s])
+        hashes.append(m)
+        lsh.insert(i, m)
+    seen: set[tuple[int, int]] = set()
+    within: dict[str, list] = defaultdict(list)
+    across: dict[str, list] = defaultdict(list)
+    order = {split: k for k, split in enumerate(dict.fromkeys(it.split for it in items))}
+    for i in range(len(items)):
+        for j in lsh.query(hashes[i]):
+            if j <= i or (i, j) in seen or norms[i] == norms[j]:
+                continue
+            seen.add((i, j))
+            score = jaccard(sets[i], sets[j])
+            if score < threshold:
+                continue
+            a, b = sorted((i, j), key=lambda k: (order[items[k].split], k))
+            if items[a].split == items[b].split:
+                within[items[a].split].append((a, b, score))
+            else:
+                across[_pair_name(items[a].split, items[b].split)].append((a, b, score))
+    for split, entry in report["within"].items():
+        pairs = sorted(within.get(split, []), key=lambda p: -p[2])
+        entry["near_pairs"] = len(pairs)
+        entry["near_examples"] = [[items[a].brief(), items[b].brief(), round(s, 3)] for a, b, s in pairs[:show]]
+    for name, entry in report["across"].items():
+        pairs = sorted(across.get(name, []), key=lambda p: -p[2])
+        entry["near"] = len({b for _, b, _ in pairs})
+        entry["near_pairs"] = [[items[a].brief(), items[b].brief(), round(s, 3)] for a, b, s in pairs[:show]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Lengths, characters, tokenizer
+
+
+def _stats(values: Sequence[float]) -> dict:
+    if not values:
+        return {"min": 0, "median": 0, "mean": 0, "p95": 0, "p99": 0, "max": 0}
+    arr = np.asarray(values, dtype=np.float64)
+    return {"min": int(arr.min()), "median": float(np.median(arr)), "mean": round(float(arr.mean()), 2),
+            "p95": float(np.percentile(arr, 95)), "p99": float(np.percentile(arr, 99)), "max": int(arr.max())}
+
+
+def character_classes(texts: Sequence[str]) -> dict:
+    import regex
+
+    counts = Counter()
+    with_url = with_emoji = with_mention = with_control = 0
+    for text in texts:
+        for ch in text:
+            if ch.isspace():
+                continue
+            counts["all"] += 1
+            if regex.match(rf"[{_CJK}]", ch):
+                counts["cjk"] += 1
+            elif regex.match(r"\p{Latin}", ch):
+                counts["latin"] += 1
+            elif regex.match(r"\p{N}", ch):
+                counts["digit"] += 1
+            elif regex.match(r"\p{Extended_Pictographic}", ch):
+                counts["emoji"] += 1
+            elif regex.match(r"[\p{P}\p{S}]", ch):
+                counts["punctuation"] += 1
+            else:
+                counts["other"] += 1
+        with_url += bool(regex.search(_URL, text))
+        with_emoji += bool(regex.search(r"\p{Extended_Pictographic}", text))
+        with_mention += bool(regex.search(_MENTION, text))
+        with_control += bool(regex.search(r"[\p{Cc}\p{Cf}--[\t\n\r]]", text, flags=regex.V1))
+    total = counts["all"] or 1
+    return {
+        "characters": counts["all"],
+        **{f"{k}_share": round(counts[k] / total, 4) for k in ("cjk", "latin", "digit", "punctuation", "emoji", "other")},
+        "texts_with_url": with_url, "texts_with_emoji": with_emoji, "texts_with_mention": with_mention,
+        "texts_with_control_or_zero_width": with_control,
+    }
+
+
+def tokenizer_section(task, tokenizer, examples: Sequence, items: Sequence[Item], max_length: int, show: int) -> dict:
+    """Sub-word lengths (special tokens included), inputs over max_length, unknown-token rate and its words."""
+    import regex
+
+    ids = task.check_token_ids(tokenizer, examples)
+    lengths = [len(x) for x in ids]
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    unk = tokenizer.unk_token_id
+    special.discard(unk)
+    tokens = unknown = with_unk = 0
+    for x in ids:
+        content = [t for t in x if t not in special]
+        tokens += len(content)
+        n_unk = sum(t == unk for t in content) if unk is not None else 0
+        unknown += n_unk
+        with_unk += n_unk > 0
+    over = [i for i, n in enumerate(lengths) if n > max_length]
+    words: Counter = Counter()
+    if unknown:  # which words produce the unknown token: each distinct word of an affected text, tokenized alone
+        seen = Counter(w for i, x in enumerate(ids) if unk in x for w in regex.findall(r"\S+", items[i].text))
+        distinct = list(seen)
+        pieces = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
+        words = Counter({w: seen[w] for w, piece in zip(distinct, pieces) if unk in piece})
+    return {
+        "subwords": _stats(lengths),
+        "histogram": np.histogram(lengths, bins=min(40, max(1, len(set(lengths)))))[0].tolist() if lengths else [],
+        "_lengths": lengths,  # for the plot; not written to report.json
+        "over_max_length": len(over),
+        "over_max_length_examples": [dict(items[i].brief(), subwords=lengths[i]) for i in
+                                     sorted(over, key=lambda i: -lengths[i])[:show]],
+        "tokens": tokens, "unknown": unknown, "unknown_rate": round(unknown / tokens, 4) if tokens else 0.0,
+        "texts_with_unknown": with_unk,
+        "top_unknown_words": words.most_common(show),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Label noise
+
+
+def label_noise(task, config_tree: dict, examples_by_split: dict[str, list], items_by_split: dict[str, list[Item]],
+                out_dir: Path, folds: int = 5, threshold: float = 0.9, overrides: list[str] | None = None,
+                labels: list[str] | None = None, seed: int = 0, show: int = SHOW) -> dict:
+    """k-fold cross-validation over every example of every split with ``config_tree`` (a run's config):
+    each fold trains an ordinary run on the other folds and predicts its own; units whose held-out
+    prediction confidently (>= ``threshold``) differs from the gold label are candidates."""
+    import copy
+    import random
+
+    from ..artifacts import load_predictor
+    from ..multirun import run_finished, train_config
+    from ..config import _merge, config_from_dict, parse_overrides
+
+    pool = [(split, k) for split, exs in examples_by_split.items() for k in range(len(exs))]
+    if folds < 2 or folds > len(pool):
+        raise TuneforgeError(f"--folds {folds}: give between 2 and the number of examples ({len(pool)})")
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    fold_of = {idx: f % folds for f, idx in enumerate(order)}
+    settled = _merge(config_tree, parse_overrides(overrides))
+    candidates: list[dict] = []
+    units_checked = 0
+    for f in range(folds):
+        run_dir = out_dir / "noise" / f"fold{f}"
+        held = [pool[i] for i in range(len(pool)) if fold_of[i] == f]
+        train = [examples_by_split[s][k] for i, (s, k) in enumerate(pool) if fold_of[i] != f]
+        if not run_finished(run_dir):
+            train_file = out_dir / "noise" / "data" / f"fold{f}.jsonl"
+            read_back = task.write_labelled(train, train_file)
+            member = copy.deepcopy(settled)
+            section = {k: v for k, v in (member.get("data") or {}).items()
+                       if k not in ("split", "max_train_examples", "dev", "test")}
+            member["data"] = {**section, **read_back, "train": str(train_file), "dev": None, "test": None,
+                              "labels": labels}
+            member["output_dir"] = str(run_dir)
+            train_config(config_from_dict(member, source=f"label-noise fold {f}"), isolate=False)
+        predictor = load_predictor(run_dir, precision="fp32")
+        held_examples = [examples_by_split[s][k] for s, k in held]
+        for (s, k), units in zip(held, predictor.units(held_examples)):
+            units_checked += len(units.names)
+            flagged = []
+            for u, (name, probs) in enumerate(zip(units.names, units.probabilities)):
+                gold = units.gold[u] if units.gold else -1
+                pred = int(np.argmax(probs))
+                if pred != gold and probs[pred] >= threshold:
+                    flagged.append({"unit": name, "position": u,
+                                    "gold": units.classes[gold] if gold >= 0 else "(unknown to the fold's model)",
+                                    "predicted": units.classes[pred], "probability": round(float(probs[pred]), 4)})
+            if flagged:
+                item = items_by_split[s][k]
+                candidates.append(dict(item.brief(), fold=f, units=flagged,
+                                       score=max(x["probability"] for x in flagged)))
+    candidates.sort(key=lambda c: -c["score"])
+    return {"method": f"{folds}-fold cross-validation with the run's config; a unit is a candidate when the held-out "
+                      f"model's most likely class differs from the gold one with probability >= {threshold}",
+            "folds": folds, "threshold": threshold, "examples_checked": len(pool), "units_checked": units_checked,
+            "candidates": len(candidates), "units_flagged": sum(len(c["units"]) for c in candidates),
+            "examples": candidates[: max(show, 25)]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole report
+
+
+def check(task, splits: dict[str, list], malformed: dict[str, list[DataError]], normalise_report: dict,
+          options: CheckOptions, noise: dict | None = None) -> dict:
+    """The report as a JSON-ready dict (see the module docstring)."""
+    items = {name: [Item(name, i, ex.as_text(), _where(ex)) for i, ex in enumerate(exs)] for name, exs in splits.items()}
+    flat = [it for name in splits for it in items[name]]
+    signatures = [task.label_signature(ex) for name in splits for ex in splits[name]]
+    labels = {name: task.label_counts(exs) for name, exs in splits.items()}
+    train_labels = set(labels.get("train", {}))
+    report: dict = {
+        "task": task.name,
+        "files": {name: str(getattr(task.cfg.data, name) or "") for name in ("train", "dev", "test")
+                  if getattr(task.cfg.data, name, None)},
+        "splits": list(splits),
+        "sizes": {name: {"examples": len(exs), "malformed": len(malformed.get(name, [])),
+                         "empty": sum(1 for it in items[name] if not it.text.strip()),
+                         "words": sum(len(it.text.split()) for it in items[name]),
+                         "characters": sum(len(it.text) for it in items[name])} for name, exs in splits.items()},
+        "malformed": {name: [str(e) for e in errors[: options.show]] for name, errors in malformed.items()},
+        "labels": {"per_split": labels,
+                   "not_in_train": {name: sorted(set(c) - train_labels) for name, c in labels.items()
+                                    if name != "train" and "train" in labels and set(c) - train_labels}},
+        "scheme": normalise_report.get("scheme", {}),
+        "duplicates": find_duplicates(flat, signatures, options.near_threshold, options.show),
+        "lengths": {name: {"words": _stats([len(it.text.split()) for it in items[name]]),
+                           "characters": _stats([len(it.text) for it in items[name]]),
+                           "longest": [dict(it.brief(), characters=len(it.text)) for it in
+                                       sorted(items[name], key=lambda it: -len(it.text))[:3]]}
+                    for name in splits},
+        "characters": {name: character_classes([it.text for it in items[name]]) for name in splits},
+        "tokenizer": None,
+        "max_length": options.max_length,
+        "long_inputs": task.long_input_handling(),
+    }
+    if options.tokenizer is not None:
+        report["tokenizer"] = {"name": options.tokenizer_name, "unknown_token": options.tokenizer.unk_token,
+                               "splits": {name: tokenizer_section(task, options.tokenizer, splits[name], items[name],
+                                                                  options.max_length, options.show)
+                                          for name in splits}}
+    report["noise"] = noise
+    report["leakage"] = leakage(report)
+    report["findings"] = findings(report)
+    return report
+
+
+def leakage(report: dict) -> dict:
+    """Evaluation examples whose exact or normalised text is in another split (what --strict fails on)."""
+    out = {}
+    for name, entry in report["duplicates"]["across"].items():
+        count = entry["exact"] + entry["normalised"]
+        if count:
+            out[name] = count
+    return out
+
+
+def findings(report: dict) -> list[str]:
+    """One line per thing worth a look, most serious first."""
+    lines = []
+    bad = sum(s["malformed"] for s in report["sizes"].values())
+    if bad:
+        first = next(iter(v[0] for v in report["malformed"].values() if v))
+        lines.append(f"malformed: {bad} record(s) skipped; first: {first}")
+    for name, entry in report["duplicates"]["across"].items():
+        if entry["exact"] or entry["normalised"] or entry["near"]:
+            b = name.split("/")[1]
+            lines.append(f"leakage {name}: {entry['exact']} {b} example(s) with an exact copy in the other split, "
+                         f"{entry['normalised']} more after normalising, {entry['near']} more near-duplicates")
+    for name, entry in report["duplicates"]["within"].items():
+        if entry["exact_extra_copies"] or entry["normalised_extra_copies"] or entry["near_pairs"]:
+            lines.append(f"duplicates in {name}: {entry['exact_extra_copies']} extra exact copies in "
+                         f"{entry['exact_groups']} group(s) ({entry['conflicting_labels']} with conflicting labels), "
+                         f"{entry['normalised_extra_copies']} more after normalising, {entry['near_pairs']} near pair(s)")
+    for name, missing in report["labels"]["not_in_train"].items():
+        lines.append(f"labels in {name} never in train: {', '.join(missing)}")
+    for name, scheme in report["scheme"].items():
+        if scheme.get("rewritten"):
+            lines.append(f"scheme ({name}): read as {scheme['read_as']}; {scheme['rewritten']} tag(s) rewritten to IOB2")
+    for name, size in report["sizes"].items():
+        if size["empty"]:
+            lines.append(f"empty texts in {name}: {size['empty']}")
+    tok = report.get("tokenizer")
+    if tok:
+        for name, entry in tok["splits"].items():
+            if entry["over_max_length"]:
+                lines.append(f"long inputs in {name}: {entry['over_max_length']} over max_length {report['max_length']} "
+                             f"sub-words (longest {entry['subwords']['max']}): {report['long_inputs']}")
+            if entry["unknown_rate"] >= 0.005:
+                words = ", ".join(w for w, _ in entry["top_unknown_words"][:5])
+                lines.append(f"tokenizer coverage in {name}: {100 * entry['unknown_rate']:.1f}% of tokens are "
+                             f"{tok['unknown_token']} ({entry['texts_with_unknown']} texts); most often: {words}")
+    noise = report.get("noise")
+    if noise and noise["candidates"]:
+        lines.append(f"label noise: {noise['candidates']} example(s) whose label a held-out model confidently "
+                     f"disputes ({noise['units_flagged']} unit(s), threshold {noise['threshold']})")
+    return lines
+
+
+def strict_failures(report: dict) -> list[str]:
+    out = []
+    bad = sum(s["malformed"] for s in report["sizes"].values())
+    if bad:
+        out.append(f"{bad} malformed record(s)")
+    for name, count in report["leakage"].items():
+        out.append(f"{count} {name.split('/')[1]} example(s) leaked from {name.split('/')[0]}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _plots(report: dict) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..evaluation.plots import CJK_FONTS, cjk_fonts
+
+    cjk_fonts()
+    plots = {}
+    with matplotlib.rc_context({"font.sans-serif": CJK_FONTS + list(matplotlib.rcParams["font.sans-serif"])}):
+        per_split = report["labels"]["per_split"]
+        names = list(dict.fromkeys(label for counts in per_split.values() for label in counts))[:40]
+        if names:
+            fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names) + 2), 3.6))
+            width = 0.8 / max(1, len(per_split))
+            for k, (split, counts) in enumerate(per_split.items()):
+                total = sum(counts.values()) or 1
+                ax.bar(np.arange(len(names)) + k * width, [counts.get(n, 0) / total for n in names], width, label=split)
+            ax.set_xticks(np.arange(len(names)) + width * (len(per_split) - 1) / 2, names, rotation=45, ha="right")
+            ax.set_ylabel("share of the split's labels")
+            ax.legend()
+            ax.set_title("Label distribution per split")
+            fig.tight_layout()
+            plots["labels"] = _png(fig)
+        tok = report.get("tokenizer")
+        if tok:
+            fig, ax = plt.subplots(figsize=(7, 3.4))
+            for split, entry in tok["splits"].items():
+                ax.hist(entry["_lengths"], bins=40, alpha=0.5, label=split)
+            ax.axvline(report["max_length"], color="red", linestyle="--", label=f"max_length {report['max_length']}")
+            ax.set_xlabel("sub-word tokens per input (special tokens included)")
+            ax.set_ylabel("inputs")
+            ax.set_yscale("log")
+            ax.legend()
+            ax.set_title("Sub-word lengths")
+            fig.tight_layout()
+            plots["lengths"] = _png(fig)
+        classes = ["cjk", "latin", "digit", "punctuation", "emoji", "other"]
+        fig, ax = plt.subplots(figsize=(7, 0.6 * len(report["characters"]) + 1.4))
+        left = np.zeros(len(report["characters"]))
+        for cls in classes:
+            values = np.array([c[f"{cls}_share"] for c in report["characters"].values()])
+            ax.barh(list(report["characters"]), values, left=left, label=cls)
+            left += values
+        ax.set_xlabel("share of non-space characters")
+        ax.legend(ncol=6, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+        ax.set_title("Character classes")
+        fig.tight_layout()
+        plots["characters"] = _png(fig)
+    return plots
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else html.escape(str(value))
+
+
+def _cell(report: dict, *path) -> str:
+    """A table cell holding the number at ``path`` in the report, tagged (``data-key``: the path as JSON)
+    so a test can check every number on the page against the JSON."""
+    value: Any = report
+    for part in path:
+        value = value[part]
+    key = html.escape(json.dumps(list(path), ensure_ascii=False))
+    return f'<td class="num" data-key="{key}">{_fmt(value)}</td>'
+
+
+def _esc(text) -> str:
+    return html.escape(str(text))
+
+
+def _examples(rows: list, cols: Sequence[str]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table class='ex'><tr>{head}</tr>{body}</table>"
+
+
+def _pairs(pairs: list) -> str:
+    if not pairs:
+        return ""
+    rows = []
+    for p in pairs:
+        a, b = p[0], p[1]
+        score = f"<td class='num'>{p[2]}</td>" if len(p) > 2 else "<td></td>"
+        rows.append(f"<tr><td>{_esc(a['where'])}</td><td>{_esc(a['text'])}</td><td>{_esc(b['where'])}</td>"
+                    f"<td>{_esc(b['text'])}</td>{score}</tr>")
+    return ("<table class='ex'><tr><th>where</th><th>text</th><th>where</th><th>text</th><th>Jaccard</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def render_html(report: dict) -> str:
+    """One self-contained page: no script, no external file; plots are inline PNG data URIs."""
+    plots = _plots(report)
+    splits = report["splits"]
+    parts = [f"<h1>Data check: {_esc(report['task'].replace('_', ' '))}</h1>",
+             "<p>" + " · ".join(f"{_esc(k)}: <code>{_esc(v)}</code>" for k, v in report["files"].items()) + "</p>"]
+    parts.append("<h2>Findings</h2>" + ("<ul>" + "".join(f"<li>{_esc(f)}</li>" for f in report["findings"]) + "</ul>"
+                                        if report["findings"] else "<p>Nothing to report.</p>"))
+    head = "<tr><th></th>" + "".join(f"<th>{_esc(s)}</th>" for s in splits) + "</tr>"
+    rows = "".join(f"<tr><th>{key}</th>" + "".join(_cell(report, "sizes", s, key) for s in splits) + "</tr>"
+                   for key in ("examples", "malformed", "empty", "words", "characters"))
+    parts.append(f"<h2>Sizes</h2><table>{head}{rows}</table>")
+    for name, errors in report["malformed"].items():
+        parts.append(f"<h3>Malformed records in {_esc(name)}</h3><ul>" + "".join(f"<li><code>{_esc(e)}</code></li>" for e in errors) + "</ul>")
+    labels = list(dict.fromkeys(l for c in report["labels"]["per_split"].values() for l in c))
+    rows = "".join("<tr><th>" + _esc(l) + "</th>" + "".join(
+        _cell(report, "labels", "per_split", s, l) if l in report["labels"]["per_split"][s] else "<td class='num'>0</td>"
+        for s in splits) + "</tr>" for l in labels)
+    parts.append(f"<h2>Labels</h2><table>{head}{rows}</table>")
+    if "labels" in plots:
+        parts.append(f"<img alt='label distribution' src='{plots['labels']}'>")
+    if report["scheme"]:
+        rows = "".join(f"<tr><th>{_esc(s)}</th><td>{_esc(v['read_as'])}</td>{_cell(report, 'scheme', s, 'rewritten')}"
+                       f"<td>{'<br>'.join(_esc(x) for x in v['examples'])}</td></tr>" for s, v in report["scheme"].items())
+        parts.append("<h2>Tag scheme</h2><table><tr><th></th><th>read as</th><th>tags rewritten to IOB2</th>"
+                     f"<th>examples</th></tr>{rows}</table>")
+    dup = report["duplicates"]
+    parts.append(f"<h2>Duplicates and leakage</h2><p class='small'>{_esc(dup['method'])}</p>")
+    keys = ("exact_groups", "exact_extra_copies", "conflicting_labels", "normalised_groups", "normalised_extra_copies",
+            "near_pairs")
+    rows = "".join(f"<tr><th>{k.replace('_', ' ')}</th>" + "".join(_cell(report, "duplicates", "within", s, k) for s in splits)
+                   + "</tr>" for k in keys)
+    parts.append(f"<h3>Within a split</h3><table>{head}{rows}</table>")
+    for s in splits:
+        entry = dup["within"][s]
+        for title, key in (("exact copies", "exact_examples"), ("normalised copies", "normalised_examples")):
+            if entry[key]:
+                parts.append(f"<h4>{_esc(s)}: {title}</h4>" + "".join(_examples(g, ("where", "text")) for g in entry[key]))
+        if entry["conflict_examples"]:
+            parts.append(f"<h4>{_esc(s)}: same text, different labels</h4>"
+                         + "".join(_examples(g, ("where", "text", "labels")) for g in entry["conflict_examples"]))
+        if entry["near_examples"]:
+            parts.append(f"<h4>{_esc(s)}: near pairs</h4>" + _pairs(entry["near_examples"]))
+    if dup["across"]:
+        rows = "".join(f"<tr><th>{_esc(n)}</th>" + "".join(_cell(report, "duplicates", "across", n, k)
+                                                          for k in ("exact", "normalised", "near")) + "</tr>"
+                       for n in dup["across"])
+        parts.append("<h3>Across splits (leakage)</h3><p class='small'>Counts are examples of the second split with a "
+                     "copy in the first.</p><table><tr><th></th><th>exact</th><th>normalised</th><th>near</th></tr>"
+                     f"{rows}</table>")
+        for n, entry in dup["across"].items():
+            for title, key in (("exact", "exact_pairs"), ("normalised", "normalised_pairs"), ("near", "near_pairs")):
+                if entry[key]:
+                    parts.append(f"<h4>{_esc(n)}: {title}</h4>" + _pairs(entry[key]))
+    rows = "".join(f"<tr><th>{unit} {stat}</th>" + "".join(_cell(report, "lengths", s, unit, stat) for s in splits)
+                   + "</tr>" for unit in ("words", "characters") for stat in ("median", "p95", "max"))
+    parts.append(f"<h2>Lengths</h2><table>{head}{rows}</table>")
+    tok = report.get("tokenizer")
+    if tok:
+        parts.append(f"<h2>Tokenizer: <code>{_esc(tok['name'])}</code></h2>"
+                     f"<p>Inputs over max_length {report['max_length']}: {_esc(report['long_inputs'])}.</p>")
+        rows = "".join(f"<tr><th>{label}</th>" + "".join(_cell(report, "tokenizer", "splits", s, *key.split(".")) for s in splits)
+                       + "</tr>" for label, key in (
+                           ("sub-words median", "subwords.median"), ("sub-words p95", "subwords.p95"),
+                           ("sub-words p99", "subwords.p99"), ("sub-words max", "subwords.max"),
+                           (f"over max_length {report['max_length']}", "over_max_length"), ("tokens", "tokens"),
+                           (f"{tok['unknown_token']} tokens", "unknown"), (f"{tok['unknown_token']} rate", "unknown_rate"),
+                           (f"texts with {tok['unknown_token']}", "texts_with_unknown")))
+        parts.append(f"<table>{head}{rows}</table>")
+        if "lengths" in plots:
+            parts.append(f"<img alt='sub-word lengths' src='{plots['lengths']}'>")
+        for s in splits:
+            words = tok["splits"][s]["top_unknown_words"]
+            if words:
+                parts.append(f"<p>{_esc(s)}: words behind {_esc(tok['unknown_token'])}: "
+                             + ", ".join(f"<code>{_esc(w)}</code> ({n})" for w, n in words) + "</p>")
+            longest = tok["splits"][s]["over_max_length_examples"]
+            if longest:
+                parts.append(f"<h4>{_esc(s)}: longest inputs</h4>" + _examples(longest, ("where", "subwords", "text")))
+    else:
+        parts.append("<h2>Tokenizer</h2><p>No tokenizer given (<code>--tokenizer NAME_OR_PATH</code>, a config or "
+                     "<code>--model RUN</code>): sub-word lengths and coverage not measured.</p>")
+    keys = ("characters", "cjk_share", "latin_share", "digit_share", "punctuation_share", "emoji_share", "other_share",
+            "texts_with_url", "texts_with_emoji", "texts_with_mention", "texts_with_control_or_zero_width")
+    rows = "".join(f"<tr><th>{k.replace('_', ' ')}</th>" + "".join(_cell(report, "characters", s, k) for s in splits)
+                   + "</tr>" for k in keys)
+    parts.append(f"<h2>Characters</h2><table>{head}{rows}</table><img alt='character classes' src='{plots['characters']}'>")
+    noise = report.get("noise")
+    if noise:
+        parts.append(f"<h2>Label noise candidates</h2><p class='small'>{_esc(noise['method'])}</p><table>"
+                     f"<tr><th>examples checked</th>{_cell(report, 'noise', 'examples_checked')}</tr>"
+                     f"<tr><th>candidates</th>{_cell(report, 'noise', 'candidates')}</tr>"
+                     f"<tr><th>units flagged</th>{_cell(report, 'noise', 'units_flagged')}</tr></table>")
+        rows = [{"where": c["where"], "text": c["text"],
+                 "disputed": "; ".join(f"{u['unit']}: {u['gold']} → {u['predicted']} ({u['probability']})" for u in c["units"][:5])}
+                for c in noise["examples"]]
+        parts.append(_examples(rows, ("where", "disputed", "text")))
+    style = ("body{font-family:'Noto Sans',Arial,'Noto Sans CJK SC',sans-serif;margin:24px;max-width:1150px;color:#222}"
+             "table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "text-align:left;vertical-align:top;font-size:13px}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+             "table.ex td{max-width:520px;word-break:break-word}.small{color:#555;font-size:12px}img{max-width:100%}"
+             "h2{border-bottom:2px solid #ddd;padding-bottom:2px;margin-top:28px}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>tuneforge data check</title><style>{style}</style>"
+            "</head><body>" + "\n".join(parts) + "</body></html>\n")
+
+
+def _public(node):
+    """The report without in-memory-only keys (leading underscore)."""
+    if isinstance(node, dict):
+        return {k: _public(v) for k, v in node.items() if not (isinstance(k, str) and k.startswith("_"))}
+    if isinstance(node, list):
+        return [_public(v) for v in node]
+    return node
+
+
+def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    from ..paths import atomic_write_text
+
+    out_dir = Path(out_dir)
+    files = {"json": out_dir / "report.json", "html": out_dir / "report.html"}
+    page = render_html(report)
+    atomic_write_text(files["json"], json.dumps(_public(report), ensure_ascii=False, indent=1) + "\n")
+    atomic_write_text(files["html"], page)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# From the command line's inputs to a written report
+
+
+def _first_record(path: str):
+    """The first JSON object of a JSON list or JSONL file (what a task's ``sniff`` looks at), else None."""
+    from ..paths import resolve_path
+
+    resolved = Path(resolve_path(path))
+    if resolved.suffix.lower() not in (".json", ".jsonl", ".ndjson") or not resolved.is_file():
+        return None
+    try:
+        text = resolved.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return None
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("["):
+            records = json.loads(stripped)
+            return records[0] if records and isinstance(records[0], dict) else None
+        for line in stripped.splitlines():
+            if line.strip():
+                record = json.loads(line)
+                return record if isinstance(record, dict) else None
+    except json.JSONDecodeError:
+        return None
+    return None
+
+
+def guess_task(path: str) -> str:
+    """The registered task whose ``sniff`` claims the file (first in registry order)."""
+    from ..tasks import REGISTRY
+
+    record = _first_record(path)
+    for name, task in REGISTRY.items():
+        if task.sniff(path, record):
+            return name
+    raise TuneforgeError(f"{path}: cannot tell which task this data is for; pass --task ({', '.join(REGISTRY)})")
+
+
+def check_config(inputs: Sequence[str], task: str = "auto", overrides: list[str] | None = None,
+                 tokenizer: str | None = None):
+    """The config a check reads its data with: a YAML config (one input ending in .yaml/.yml), or data
+    files given as ``train=PATH dev=PATH test=PATH`` (bare paths fill train, dev, test in order)."""
+    from ..config import config_from_dict, load_config
+
+    if len(inputs) == 1 and Path(inputs[0]).suffix.lower() in (".yaml", ".yml"):
+        if task != "auto":
+            raise TuneforgeError("--task: a config names its task (task.type); drop --task")
+        return load_config(inputs[0], overrides), True
+    files: dict[str, str] = {}
+    free = iter(("train", "dev", "test"))
+    for value in inputs:
+        name, sep, path = value.partition("=")
+        if not sep or name not in ("train", "dev", "test"):
+            name, path = next((n for n in free if n not in files), None), value
+            if name is None:
+                raise TuneforgeError(f"{value}: at most three files (train, dev, test); name them train=PATH ...")
+        if name in files:
+            raise TuneforgeError(f"{name}={path}: {name} is given twice")
+        files[name] = path
+    if "train" not in files:
+        raise TuneforgeError("give a train file (train=PATH, or a bare path first)")
+    task_type = guess_task(files["train"]) if task == "auto" else task
+    tree = {"task": {"type": task_type}, "model": {"name_or_path": tokenizer or "(no tokenizer)"}, "data": files}
+    return config_from_dict(tree, source="data check", overrides=overrides), False
+
+
+def run_check(inputs: Sequence[str], task: str = "auto", overrides: list[str] | None = None,
+              tokenizer: str | None = None, max_length: int | None = None, model_run: str | None = None,
+              folds: int = 5, noise_threshold: float = 0.9, near_threshold: float = NEAR_THRESHOLD,
+              out: str | Path = "data-check") -> tuple[dict, dict[str, Path]]:
+    """Everything ``tuneforge data check`` does: read, check, (cross-validate), write report.json/.html."""
+    import yaml
+
+    from ..tasks import make_task
+
+    run_tree = None
+    if model_run is not None:
+        from ..artifacts import find_model_folder
+
+        folder = find_model_folder(model_run)
+        run_config = Path(model_run) / "config.yaml"
+        if not run_config.exists():
+            raise TuneforgeError(f"{model_run}: no config.yaml; --model needs a run folder made by tuneforge train")
+        run_tree = yaml.safe_load(run_config.read_text(encoding="utf-8"))
+        tokenizer = tokenizer or str(folder)
+    cfg, from_config = check_config(inputs, task, overrides, tokenizer)
+    if run_tree is not None and (run_tree.get("task") or {}).get("type", "token_classification") != cfg.task.type:
+        raise TuneforgeError(f"--model {model_run}: a {run_tree['task']['type']} run cannot cross-validate "
+                             f"{cfg.task.type} data")
+    the_task = make_task(cfg)
+    splits, malformed, normalise_report = read_for_check(the_task)
+    loaded = None
+    name = tokenizer or (cfg.model.name_or_path if from_config else None)
+    if name:
+        from ..models import load_tokenizer
+
+        loaded = load_tokenizer(name) if name != cfg.model.name_or_path else the_task.load_tokenizer()
+    options = CheckOptions(tokenizer=loaded, tokenizer_name=name, near_threshold=near_threshold,
+                           max_length=max_length or cfg.encoding.max_length)
+    noise = None
+    if run_tree is not None:
+        items = {s: [Item(s, i, ex.as_text(), _where(ex)) for i, ex in enumerate(exs)] for s, exs in splits.items()}
+        all_labels = the_task.label_list([ex for exs in splits.values() for ex in exs])
+        data_section = cfg.data.model_dump(mode="json")
+        tree = dict(run_tree, data=data_section, task=dict(run_tree.get("task") or {}, type=cfg.task.type))
+        noise = label_noise(the_task, tree, splits, items, Path(out), folds, noise_threshold,
+                            labels=all_labels, show=options.show)
+    report = check(the_task, splits, malformed, normalise_report, options, noise)
+    return report, write_report(report, out)
