@@ -267,12 +267,12 @@ def test_a_tampered_checkpoint_is_named_not_unpickled(tiny_bert, tmp_path):
 
     from tuneforge.errors import TuneforgeError
     from tuneforge.models import load_token_classifier
-    from tuneforge.training.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+    from tuneforge.training.checkpoint import CHECKPOINT_DIR, load_checkpoint, rank_state, save_checkpoint
 
     model = load_token_classifier(str(tiny_bert), ["O", "B-PER", "I-PER"], announce_new_head=False)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    save_checkpoint(tmp_path, model, optimizer, scheduler, {"global_step": 1})
+    save_checkpoint(tmp_path, model, optimizer, scheduler, {"global_step": 1}, [rank_state()])
     folder = tmp_path / CHECKPOINT_DIR
     (folder / "optimizer.pt").write_bytes(pickle.dumps(os.getcwd))  # a global that weights_only refuses
     with pytest.raises(TuneforgeError, match=rf"^{folder / 'optimizer.pt'}: damaged checkpoint file \("):

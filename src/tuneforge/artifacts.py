@@ -165,8 +165,8 @@ def _load_model(run: str | Path, device: str | None, trust_remote_code: bool):
 
 
 def read_meta(run: str | Path) -> dict:
-    """A run's ``tuneforge.json`` (task, labels, method, base model)."""
-    return json.loads((find_model_folder(run) / META_FILE).read_text(encoding="utf-8"))
+    """A run's ``tuneforge.json`` (task, labels, method, base model); a damaged one is a one-line error."""
+    return _read_meta(find_model_folder(run))
 
 
 def continue_from(model, run: str | Path, n_old_labels: int) -> None:
@@ -218,7 +218,7 @@ def load_predictor(run: str | Path, device: str | None = None, precision: str = 
     if engine not in ENGINES:
         raise TuneforgeError(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
     folder = find_model_folder(run)
-    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    meta = _read_meta(folder)
     if engine == "onnx" or meta.get("engine") == "onnx":
         from transformers import AutoTokenizer
 
@@ -227,7 +227,7 @@ def load_predictor(run: str | Path, device: str | None = None, precision: str = 
         if precision not in ("auto", "fp32", "int8"):
             raise TuneforgeError(f"--precision {precision}: the onnx engine runs fp32 or int8")
         folder = onnx_folder_for(run)
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        meta = _read_meta(folder)
         model = OnnxModel(folder, int8=precision == "int8")
         predictor = get_task(_task_of(folder, meta).name).Predictor(model, AutoTokenizer.from_pretrained(folder), meta,
                                                                     "fp32")

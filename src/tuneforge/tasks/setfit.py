@@ -164,8 +164,8 @@ class SetFitClassification(TextClassification):
                               "(method full); remove the method block")
         self._head_state: tuple | None = None
 
-    def prepare_data(self):
-        data = super().prepare_data()
+    def prepare_data(self, known_labels=None):
+        data = super().prepare_data(known_labels)
         self.train_examples = data.splits["train"]
         self.labels = data.labels
         return data

@@ -543,8 +543,8 @@ class TextClassification(Task):
                              for name, ex in splits.items()},
         }
 
-    def prepare_data(self) -> TaskData:
-        data = super().prepare_data()
+    def prepare_data(self, known_labels: Sequence[str] | None = None) -> TaskData:
+        data = super().prepare_data(known_labels)
         weights = class_weight_vector(self.cfg.task.class_weights, data.splits["train"], data.labels)
         self.class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float)
         if weights is not None:

@@ -437,8 +437,8 @@ class TokenClassification(Task):
         "prototypes_ft": {"task.head_init": "prototypes"},
     }
 
-    def prepare_data(self) -> TaskData:
-        data = super().prepare_data()
+    def prepare_data(self, known_labels: Sequence[str] | None = None) -> TaskData:
+        data = super().prepare_data(known_labels)
         self.train_examples = data.splits["train"]
         return data
 

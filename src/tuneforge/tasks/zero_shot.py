@@ -155,11 +155,11 @@ class ZeroShotClassification(TextClassification):
         if cfg.method.name != "full":
             raise ConfigError(f"method.name {cfg.method.name}: a zero-shot model trains nothing; remove the method block")
 
-    def prepare_data(self) -> TaskData:
+    def prepare_data(self, known_labels=None) -> TaskData:
         d = self.cfg.data
         descriptions = d.label_descriptions or {}
         if d.train is not None:
-            data = super().prepare_data()
+            data = super().prepare_data(known_labels)
             unknown = sorted(set(descriptions) - set(data.labels))
             if unknown:
                 raise ConfigError(f"data.label_descriptions: {unknown[0]!r} is not a label of {d.train} "
