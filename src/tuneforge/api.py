@@ -85,12 +85,12 @@ def evaluate(
 
 
 def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000, precision: str = "auto",
-          device: str | None = None, share: bool = True, **options) -> None:
+          device: str | None = None, share: bool = True, engine: str = "torch", **options) -> None:
     """Serve run folders over HTTP until interrupted (``tuneforge serve``); ``runs`` items may be
     ``NAME=RUN``. ``options``: :class:`tuneforge.serving.ServeOptions` fields (``max_batch_size``,
     ``max_wait_ms``, ``max_texts``, ``api_key``...)."""
     from .serving import ServeOptions, create_app, load_models
     from .serving import serve as run_server
 
-    models = load_models([str(r) for r in runs], device=device, precision=precision, share=share)
+    models = load_models([str(r) for r in runs], device=device, precision=precision, share=share, engine=engine)
     run_server(create_app(models, ServeOptions(**options)), host=host, port=port)

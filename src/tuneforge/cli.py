@@ -123,7 +123,8 @@ def _cmd_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    models = load_models(args.runs, device=args.device, precision=args.precision, share=not args.no_share)
+    models = load_models(args.runs, device=args.device, precision=args.precision, share=not args.no_share,
+                         engine=args.engine)
     print(_serving_summary(models, options, args.host, args.port), flush=True)
     serve(create_app(models, options), host=args.host, port=args.port, graceful_seconds=args.graceful_seconds,
           log_level=args.log_level)
@@ -204,6 +205,7 @@ def _cmd_data_check(args) -> int:
     for line in report["findings"] or ["nothing to report"]:
         print(f"- {line}")
     print(f"report: {files['json']} · {files['html']}")
+    print("labels: " + ", ".join(report["labels"]["space"]))
     failures = strict_failures(report) if args.strict else []
     if failures:
         print(f"strict: {'; '.join(failures)}", file=sys.stderr)

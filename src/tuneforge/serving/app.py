@@ -211,7 +211,9 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
                 raise ApiError(422, "invalid_input", str(exc)) from None
             results = await batcher.submit(name, inputs)
         except ApiError as exc:
-            metrics.record_request(name, exc.status, time.perf_counter() - started, exc.code)
+            # a name no model has is counted under one label: clients must not create metric series
+            shown = name if name in by_name else "(unknown)"
+            metrics.record_request(shown, exc.status, time.perf_counter() - started, exc.code)
             raise
         except Exception:
             metrics.record_request(name, 500, time.perf_counter() - started, "internal")
@@ -273,10 +275,15 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful_seco
             app.state.draining = True
             super().handle_exit(sig, frame)
 
+    saved = {}
     if threading.current_thread() is threading.main_thread():
         # uvicorn re-raises the signal once it has drained; with these handlers in place that ends
         # serve() normally (exit status 0 after a clean shutdown), not as a kill or a KeyboardInterrupt
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: None)
+            saved[sig] = signal.signal(sig, lambda *_: None)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_seconds)
-    DrainingServer(config).run()
+    try:
+        DrainingServer(config).run()
+    finally:
+        for sig, handler in saved.items():  # a Python program that called serve() gets Ctrl-C back
+            signal.signal(sig, handler)

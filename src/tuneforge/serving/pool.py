@@ -223,8 +223,9 @@ def _return_freed_memory() -> None:
 
 
 def load_models(specs: list[str], device: str | None = None, precision: str = "auto", share: bool = True,
-                loader: Callable | None = None) -> list[ServedModel]:
-    """Load every ``NAME=RUN`` / ``RUN`` through ``tuneforge.load`` and share their base weights.
+                loader: Callable | None = None, engine: str = "torch") -> list[ServedModel]:
+    """Load every ``NAME=RUN`` / ``RUN`` through ``tuneforge.load`` and share their base weights
+    (``engine="onnx"``: ONNX Runtime sessions, which share nothing).
 
     A folder that cannot be served stops with a :class:`TuneforgeError` naming it, before any port opens.
     """
@@ -239,10 +240,14 @@ def load_models(specs: list[str], device: str | None = None, precision: str = "a
                                  "name them as NAME=RUN")
         names[name] = spec
         try:
-            predictor = loader(run, device=device, precision=precision)
+            predictor = loader(run, device=device, precision=precision, **({"engine": engine} if engine != "torch" else {}))
         except TuneforgeError as exc:
             raise TuneforgeError(f"cannot serve {run}: {exc}") from None
         models.append(ServedModel(name, run, predictor))
+    if engine != "torch":
+        for m in models:
+            m.notes.append(f"engine {engine}: nothing shared between models")
+        return models
     if share and precision != "int8":  # a quantised model's adapters cannot be loaded into it afterwards
         group_peft_adapters(models)
     if share:

@@ -67,12 +67,16 @@ class SentenceClassifier(nn.Module):
     def forward(self, input_ids, attention_mask, **inputs) -> torch.Tensor:
         return self.head(self.embed(input_ids, attention_mask, **inputs))
 
-    def save_pretrained(self, folder) -> None:
+    def save_pretrained(self, folder, state_dict: dict | None = None) -> None:
+        """The encoder as a Hugging Face folder and the head beside it; ``state_dict``: this module's
+        weights gathered from several processes (``body.*`` and ``head.*``), else its own."""
         from safetensors.torch import save_file
 
-        self.body.save_pretrained(folder)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()},
-                  str(Path(folder) / HEAD_FILE))
+        state = state_dict if state_dict is not None else self.state_dict()
+        body = {k.removeprefix("body."): v for k, v in state.items() if k.startswith("body.")}
+        head = {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
+        self.body.save_pretrained(folder, state_dict=body)
+        save_file({k: v.detach().contiguous().cpu() for k, v in head.items()}, str(Path(folder) / HEAD_FILE))
 
     @classmethod
     def from_pretrained(cls, folder: str, n_labels: int, revision=None, trust_remote_code=False) -> "SentenceClassifier":
@@ -107,9 +111,10 @@ class SetFitOptions(TextClassificationOptions):
 class SetFitClassifier(TextClassifier):
     """A SetFit model loaded from a run folder: the encoder's embedding through the fitted head."""
 
-    def predict_proba(self, examples: Sequence[TextExample], batch_size: int = 64) -> np.ndarray:
+    def predict_proba(self, examples: Sequence[TextExample], batch_size: int = 64,
+                      pad_multiple: int | None = None) -> np.ndarray:
         embeddings = sentence_embeddings(self.model.body, self.tokenizer, examples, self.meta, batch_size,
-                                         self.precision)
+                                         self.precision, pad_multiple)
         with torch.inference_mode():
             head = self.model.head
             logits = torch.from_numpy(embeddings).to(head.weight.device) @ head.weight.T + head.bias

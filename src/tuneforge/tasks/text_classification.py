@@ -174,12 +174,13 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 def sentence_embeddings(encoder, tokenizer, examples: Sequence[TextExample], meta: dict, batch_size: int = 64,
-                        precision: str = "fp32") -> np.ndarray:
+                        precision: str = "fp32", pad_multiple: int | None = None) -> np.ndarray:
     """L2-normalised mean-pooled embeddings of ``encoder`` (an ``AutoModel``), one row per text."""
     def forward(model, batch):
         return torch.nn.functional.normalize(mean_pool(model(**batch).last_hidden_state, batch["attention_mask"]), dim=-1)
 
-    out = per_text_outputs(encoder, forward, tokenizer, examples, meta, encoder.config.hidden_size, batch_size, precision)
+    out = per_text_outputs(encoder, forward, tokenizer, examples, meta, encoder.config.hidden_size, batch_size, precision,
+                           pad_multiple)
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)  # pooled windows: unit length again
 
 

@@ -108,22 +108,23 @@ class ZeroShotClassifier(TextClassifier):
             self._label_matrix = np.stack(rows)
         return self._label_matrix
 
-    def predict_proba(self, examples: Sequence[TextExample], batch_size: int = 64) -> np.ndarray:
+    def predict_proba(self, examples: Sequence[TextExample], batch_size: int = 64,
+                      pad_multiple: int | None = None) -> np.ndarray:
         if any(ex.text_pair is not None for ex in examples):
             raise TuneforgeError("a zero-shot classifier scores single texts; this input has text pairs")
         if self.zero_shot["mode"] == "similarity":
             cosine = sentence_embeddings(self.model, self.tokenizer, examples, self.meta, batch_size,
-                                         self.precision) @ self._label_embeddings(batch_size).T
+                                         self.precision, pad_multiple) @ self._label_embeddings(batch_size).T
             return torch.softmax(torch.from_numpy(cosine) / self.zero_shot["temperature"], dim=-1).numpy()
-        return self._nli_proba(examples, batch_size)
+        return self._nli_proba(examples, batch_size, pad_multiple)
 
-    def _nli_proba(self, examples: Sequence[TextExample], batch_size: int) -> np.ndarray:
+    def _nli_proba(self, examples: Sequence[TextExample], batch_size: int, pad_multiple: int | None = None) -> np.ndarray:
         """Every (text, hypothesis) pair through the NLI model; scores averaged over a label's hypotheses."""
         entail, contra = self.zero_shot["entailment_id"], self.zero_shot["contradiction_id"]
         hypotheses = [(j, h) for j, group in enumerate(self.label_texts()) for h in group]
         pairs = [TextExample(text=ex.text, text_pair=h) for ex in examples for _, h in hypotheses]
         logits = per_text_outputs(self.model, lambda m, batch: m(**batch).logits, self.tokenizer, pairs, self.meta,
-                                  self.model.config.num_labels, batch_size, self.precision)
+                                  self.model.config.num_labels, batch_size, self.precision, pad_multiple)
         logits = logits.reshape(len(examples), len(hypotheses), -1)
         n_labels = len(self.labels)
         owner = np.array([j for j, _ in hypotheses])

@@ -428,8 +428,10 @@ def train_loop(
             state["done"] = stopped_early = True
         checkpoint()
     hooks.call("on_train_end", ctx)
-    if trackers:
-        accelerator.end_training()
+    # The trackers' own finish, not accelerator.end_training(): that also destroys the process group,
+    # which a later run in the same processes (compare --in-process, a notebook, torchrun script.py) needs.
+    for tracker in accelerator.trackers:
+        tracker.finish()
 
     return LoopResult(
         best_score=state["best_score"],
