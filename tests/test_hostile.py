@@ -203,6 +203,12 @@ def test_split_ratios_are_three_numbers_summing_to_one(ner_files, tmp_path, caps
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("flag", ["--near-threshold", "--noise-threshold"])
+def test_check_thresholds_are_fractions(ner_files, tmp_path, capsys, flag):
+    assert main(["data", "check", str(ner_files / "train.conll"), "--out", str(tmp_path / "c"), flag, "1.5"]) == 2
+    assert error_line(capsys).endswith("1.5 must be above 0 and at most 1; see tuneforge data check --help")
+
+
 def test_usage_mistakes_are_one_line(capsys):
     assert main(["train"]) == 2
     assert error_line(capsys).startswith("error: tuneforge train: the following arguments are required: config")

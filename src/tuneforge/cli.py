@@ -461,6 +461,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}; see {self.prog} --help\n")
 
 
+def _fraction(text: str) -> float:
+    """A number in (0, 1], such as a similarity or probability threshold."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} must be above 0 and at most 1")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -701,9 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="RUN", help="find label-noise candidates by k-fold cross-validation with this "
                                                   "run's config (trains --folds runs)")
     p.add_argument("--folds", type=_positive_int, default=5)
-    p.add_argument("--noise-threshold", type=float, default=0.9,
+    p.add_argument("--noise-threshold", type=_fraction, default=0.9,
                    help="probability above which a held-out prediction that disagrees with the label is reported")
-    p.add_argument("--near-threshold", type=float, default=0.8, help="shingle Jaccard for near duplicates")
+    p.add_argument("--near-threshold", type=_fraction, default=0.8, help="shingle Jaccard for near duplicates")
     p.add_argument("--out", default="data-check", help="folder for report.json and report.html")
     p.add_argument("--strict", action="store_true", help="exit 1 on leakage between splits or malformed records")
     p.set_defaults(func=_cmd_data_check)
