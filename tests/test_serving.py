@@ -434,6 +434,31 @@ def test_batches_hold_one_model_oldest_first_up_to_the_size_limit():
     assert calls == [("a", [1, 2, 4, 5]), ("b", [3]), ("a", [6]), ("b", [7, 8, 9, 10, 11])]
 
 
+def test_a_bad_input_fails_only_its_own_request_in_a_shared_batch():
+    import asyncio
+
+    calls = []
+
+    def run_batch(key, inputs):
+        calls.append(list(inputs))
+        if "bad" in inputs:
+            raise ValueError("cannot read 'bad'")
+        return [x.upper() for x in inputs]
+
+    async def scenario():
+        batcher = MicroBatcher(run_batch, max_batch_size=8, max_wait_ms=50)
+        batcher.start()
+        outcomes = await asyncio.gather(batcher.submit("m", ["a", "b"]), batcher.submit("m", ["bad"]),
+                                        batcher.submit("m", ["c"]), return_exceptions=True)
+        await batcher.stop()
+        return outcomes
+
+    first, second, third = asyncio.run(scenario())
+    assert calls[0] == ["a", "b", "bad", "c"]  # one batch, which fails; then each request alone
+    assert first == ["A", "B"] and third == ["C"]
+    assert isinstance(second, ValueError) and str(second) == "cannot read 'bad'"
+
+
 # ---------------------------------------------------------------------------------------------
 # The web page in a real browser
 

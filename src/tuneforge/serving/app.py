@@ -215,9 +215,9 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
             shown = name if name in by_name else "(unknown)"
             metrics.record_request(shown, exc.status, time.perf_counter() - started, exc.code)
             raise
-        except Exception:
+        except Exception as exc:  # still a JSON error body, naming what failed
             metrics.record_request(name, 500, time.perf_counter() - started, "internal")
-            raise
+            raise ApiError(500, "internal", f"prediction failed: {type(exc).__name__}: {exc}") from exc
         payload = '{"model": ' + json.dumps(name) + ', "results": [' + ", ".join(results) + "]}"
         metrics.record_request(name, 200, time.perf_counter() - started)
         return Response(payload.encode("utf-8"), media_type="application/json")

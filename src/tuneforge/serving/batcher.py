@@ -146,10 +146,21 @@ class MicroBatcher:
                 results = await loop.run_in_executor(self._executor, self.run_batch, first.key, inputs)
                 if len(results) != len(inputs):
                     raise RuntimeError(f"run_batch returned {len(results)} results for {len(inputs)} inputs")
-            except Exception as exc:  # every request of the batch gets the error
+            except Exception as exc:
+                if len(batch) == 1:
+                    if not batch[0].future.done():
+                        batch[0].future.set_exception(exc)
+                    continue
+                # one request's bad input must not fail the others that shared its batch: each runs alone
                 for p in batch:
+                    try:
+                        alone = await loop.run_in_executor(self._executor, self.run_batch, first.key, p.inputs)
+                    except Exception as own:  # noqa: BLE001 - handed to the request that caused it
+                        if not p.future.done():
+                            p.future.set_exception(own)
+                        continue
                     if not p.future.done():
-                        p.future.set_exception(exc)
+                        p.future.set_result(alone)
                 continue
             finally:
                 self._busy = False
