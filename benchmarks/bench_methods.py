@@ -86,7 +86,7 @@ def main() -> None:
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             runs[m].append(json.loads(out)["tokens_per_second"])
     full = statistics.median(runs["full"]) if "full" in runs else None
-    print("| method | tokens/s (median) | runs | vs full |")
+    print("| method | tokens/s (median) | each run | vs full |")
     print("|---|---|---|---|")
     for m, values in runs.items():
         med = statistics.median(values)
