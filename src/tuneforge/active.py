@@ -26,8 +26,6 @@ pass through the model), and the best-scoring member of each group is taken.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import random
 import warnings
@@ -38,6 +36,8 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ConfigError
+from .evaluation.plots import png_bytes
+from .multirun import experiment_dir, rows_to_csv
 from .paths import atomic_write_bytes, atomic_write_text
 from .tasks.base import Units
 
@@ -209,9 +209,7 @@ def simulate(config, strategies: Sequence[str] = ("entropy", "margin", "random")
         raise ConfigError("--rounds, --batch, --seeds and --initial must be at least 1")
     tree = _base_tree(config)
     base = config_from_dict(tree, overrides=overrides)
-    out_dir = Path(out or base.output_dir)
-    if (out_dir / "config.yaml").exists():
-        raise ConfigError(f"{out_dir}: this is a single run's folder; give the simulation its own folder with --out")
+    out_dir = experiment_dir(out, base.output_dir, "the simulation")
     task = make_task(base)
     data = task.prepare_data()
     pool = data.splits["train"]
@@ -336,15 +334,6 @@ CSV_COLUMNS = ["strategy", "round", "labelled", "seeds", "test_mean", "test_std"
 RUN_COLUMNS = ["strategy", "seed", "round", "labelled", "test", "dev", "train_seconds"]
 
 
-def _csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if r.get(k) is None else r[k]) for k in columns})
-    return buffer.getvalue()
-
-
 def render_png(rows: Sequence[dict], metric: str = "f1") -> bytes:
     """Test score (mean, band = ± std over seeds) against labelled examples, one line per strategy."""
     import matplotlib
@@ -368,10 +357,7 @@ def render_png(rows: Sequence[dict], metric: str = "f1") -> bytes:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, close=True)
 
 
 def format_markdown(result: SimulationResult, base, settings: dict) -> str:
@@ -407,7 +393,7 @@ def format_markdown(result: SimulationResult, base, settings: dict) -> str:
 
 def write_outputs(result: SimulationResult, base, settings: dict) -> None:
     out = result.out_dir
-    atomic_write_text(out / "al.csv", _csv(result.rows, CSV_COLUMNS))
-    atomic_write_text(out / "al_runs.csv", _csv(result.runs, RUN_COLUMNS))
+    atomic_write_text(out / "al.csv", rows_to_csv(result.rows, CSV_COLUMNS))
+    atomic_write_text(out / "al_runs.csv", rows_to_csv(result.runs, RUN_COLUMNS))
     atomic_write_bytes(out / "al.png", render_png(result.rows, result.runs[0]["metric"] if result.runs else "f1"))
     atomic_write_text(out / "al.md", format_markdown(result, base, settings))

@@ -227,7 +227,8 @@ def _cmd_data_convert(args) -> int:
 
 
 def _guess_task(path: str, format: str) -> str:
-    """``data perturb`` without --task: CoNLL is token data, CSV/TSV text data, JSONL by its first record."""
+    """The task a labelled file is for (``data perturb`` without --task, ``data sample``): CoNLL is token
+    data, CSV/TSV text data, JSONL by its first record."""
     from .data.readers import detect_text_format
 
     fmt = format
@@ -296,17 +297,12 @@ def _cmd_compare(args) -> int:
 
     if args.out:
         check_output_path(args.out, "--out", folder=True)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    adversarial = [a.strip() for a in args.adversarial.split(",") if a.strip()] if args.adversarial else None
-    try:
-        result = compare.compare(args.config, methods, seeds=args.seeds, overrides=args.set,
-                                 same_budget=args.same_budget, isolate=not args.in_process, out=args.out,
-                                 adversarial=adversarial, perturb=args.perturb, rate=args.rate,
-                                 perturb_seed=args.seed)
-    except KeyboardInterrupt:
-        print("interrupted; run the same `tuneforge compare` command again to continue where it stopped",
-              file=sys.stderr)
-        return 130
+    methods = _names(args.methods)
+    adversarial = _names(args.adversarial) if args.adversarial else None
+    result = compare.compare(args.config, methods, seeds=args.seeds, overrides=args.set,
+                             same_budget=args.same_budget, isolate=not args.in_process, out=args.out,
+                             adversarial=adversarial, perturb=args.perturb, rate=args.rate,
+                             perturb_seed=args.seed)
     print(result.files["compare.md"].read_text(encoding="utf-8"))
     print(f"table: {result.files['compare.md']} · {result.files['compare.csv']} · picture: {result.files['compare.png']}")
     return 0
@@ -315,14 +311,9 @@ def _cmd_compare(args) -> int:
 def _cmd_continual(args) -> int:
     from . import continual
 
-    strategies = [m.strip() for m in args.strategies.split(",") if m.strip()] if args.strategies else None
+    strategies = _names(args.strategies) if args.strategies else None
     plan = continual.load_plan(args.config, overrides=args.set, strategies=strategies, seeds=args.seeds, out=args.out)
-    try:
-        result = continual.run_continual(plan)
-    except KeyboardInterrupt:
-        print("interrupted; run the same `tuneforge continual` command again to continue where it stopped",
-              file=sys.stderr)
-        return 130
+    result = continual.run_continual(plan)
     files = result["files"]
     print(files["continual.md"].read_text(encoding="utf-8"))
     print(f"table: {files['continual.md']} · {files['continual.csv']} · pictures: {plan.out_dir}/continual-*.png")
@@ -332,8 +323,8 @@ def _cmd_continual(args) -> int:
 def _cmd_continual_split(args) -> int:
     from . import continual
 
-    groups = [[k.strip() for k in g.split(",") if k.strip()] for g in args.groups.split(";")] if args.groups else None
-    files = [f.strip() for f in args.files.split(",") if f.strip()] if args.files else None
+    groups = [_names(g) for g in args.groups.split(";")] if args.groups else None
+    files = _names(args.files) if args.files else None
     path = continual.split_stages(args.config, args.by, args.out, groups=groups, n_stages=args.stages, files=files,
                                   seed=args.seed, overrides=args.set)
     print(f"wrote {path}: run it with `tuneforge continual {path}`")
@@ -343,15 +334,10 @@ def _cmd_continual_split(args) -> int:
 def _cmd_curve(args) -> int:
     from . import curve
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    try:
-        result = curve.curve(args.config, curve.parse_ks(args.k), methods, seeds=args.seeds, overrides=args.set,
-                             isolate=not args.in_process, out=args.out, full_seeds=args.full_seeds,
-                             summarise_only=args.summarise_only)
-    except KeyboardInterrupt:
-        print("interrupted; run the same `tuneforge curve` command again to continue where it stopped",
-              file=sys.stderr)
-        return 130
+    methods = _names(args.methods)
+    result = curve.curve(args.config, curve.parse_ks(args.k), methods, seeds=args.seeds, overrides=args.set,
+                         isolate=not args.in_process, out=args.out, full_seeds=args.full_seeds,
+                         summarise_only=args.summarise_only)
     print(result.files["curve.md"].read_text(encoding="utf-8"))
     print(f"table: {result.files['curve.md']} · {result.files['curve.csv']} · picture: {result.files['curve.png']}")
     return 0
@@ -360,7 +346,6 @@ def _cmd_curve(args) -> int:
 def _cmd_data_sample(args) -> int:
     """k examples per class (per entity type for NER) from a labelled file, written in the same format."""
     from .data.readers import (
-        detect_format,
         normalise_to_iob2,
         read_text_file,
         read_token_file,
@@ -371,16 +356,8 @@ def _cmd_data_sample(args) -> int:
     from .evaluation.metrics import extract_entities
 
     fmt = args.format
-    kind = "text" if fmt in ("csv", "tsv") else "token" if fmt == "conll" else None
-    if kind is None:
-        suffix = Path(args.input).suffix.lower()
-        kind = "text" if suffix in (".csv", ".tsv", ".tab") else "token" if detect_format(args.input) == "conll" else None
-        if kind is None:  # JSONL: tokens/tags records are NER, text/label records classification
-            with open(args.input, encoding="utf-8") as handle:
-                first = next((line for line in handle if line.strip()), "{}")
-            kind = "token" if '"tokens"' in first else "text"
-    if kind == "token":
-        examples = read_token_file(args.input, fmt if fmt != "auto" else "auto", tag_column=args.tag_column)
+    if _guess_task(args.input, fmt) == "token_classification":
+        examples = read_token_file(args.input, fmt, tag_column=args.tag_column)
         normalise_to_iob2(examples, args.scheme)
         sample, report = greedy_sample(examples, lambda ex: [t for t, _, _ in extract_entities(ex.tags)],
                                        args.k, args.seed)
@@ -440,15 +417,10 @@ def _cmd_label_suggest(args) -> int:
 def _cmd_label_simulate(args) -> int:
     from . import active
 
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    try:
-        result = active.simulate(args.config, strategies, rounds=args.rounds, batch=args.batch, seeds=args.seeds,
-                                 initial=args.initial, overrides=args.set, out=args.out, diversity=args.diversity,
-                                 aggregate=args.aggregate, isolate=args.isolate)
-    except KeyboardInterrupt:
-        print("interrupted; run the same `tuneforge label simulate` command again to continue where it stopped",
-              file=sys.stderr)
-        return 130
+    strategies = _names(args.strategies)
+    result = active.simulate(args.config, strategies, rounds=args.rounds, batch=args.batch, seeds=args.seeds,
+                             initial=args.initial, overrides=args.set, out=args.out, diversity=args.diversity,
+                             aggregate=args.aggregate, isolate=args.isolate)
     print(result.files["al.md"].read_text(encoding="utf-8"))
     print(f"table: {result.files['al.md']} · {result.files['al.csv']} · picture: {result.files['al.png']}")
     return 0
@@ -459,6 +431,11 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
+def _names(text: str) -> list[str]:
+    """``a, b,c`` -> ``["a", "b", "c"]`` (empty items dropped)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _fraction(text: str) -> float:
@@ -589,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adversarial", metavar="NAMES",
                    help="also cross every method with these: none (plain), fgm, pgd, rdrop, e.g. none,fgm,pgd")
     _add_perturb(p, required=False)
-    p.set_defaults(func=_cmd_compare)
+    p.set_defaults(func=_cmd_compare, rerun_resumes="tuneforge compare")
 
     p = sub.add_parser("continual", help="train stage after stage with continual-learning strategies; "
                        "measure forgetting (`tuneforge continual split` builds stages)")
@@ -599,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key for every stage, e.g. training.epochs=2 or continual.ewc.lambda=100")
     p.add_argument("--out", help="folder for the runs and continual.md/csv/png (default: the config's output_dir)")
-    p.set_defaults(func=_cmd_continual)
+    p.set_defaults(func=_cmd_continual, rerun_resumes="tuneforge continual")
 
     p = sub.add_parser("continual-split", help="(`tuneforge continual split`) build continual stages from one data set")
     p.prog = "tuneforge continual split"
@@ -628,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-process", action="store_true", help="train members in this process")
     p.add_argument("--summarise-only", action="store_true",
                    help="train nothing: write the files from the members that finished (a curve still running)")
-    p.set_defaults(func=_cmd_curve)
+    p.set_defaults(func=_cmd_curve, rerun_resumes="tuneforge curve")
 
     p = sub.add_parser("export", help="write a trained run as a plain Hugging Face model folder")
     p.add_argument("run")
@@ -783,7 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every round")
     p.add_argument("--out", help="folder for the rounds' runs and al.csv/png/md (default: the config's output_dir)")
     p.add_argument("--isolate", action="store_true", help="train each round in its own process")
-    p.set_defaults(func=_cmd_label_simulate)
+    p.set_defaults(func=_cmd_label_simulate, rerun_resumes="tuneforge label simulate")
     return parser
 
 
@@ -846,7 +823,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         if distributed.is_main():
-            print("interrupted; `tuneforge train CONFIG --resume` continues from the last checkpoint", file=sys.stderr)
+            rerun = getattr(args, "rerun_resumes", None)  # multi-run commands skip what already finished
+            print(f"interrupted; run the same `{rerun}` command again to continue where it stopped" if rerun
+                  else "interrupted; `tuneforge train CONFIG --resume` continues from the last checkpoint", file=sys.stderr)
         return 130
 
 

@@ -25,7 +25,6 @@ and the drop from clean F1 to the tables.
 from __future__ import annotations
 
 import copy
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,20 @@ from typing import Sequence
 
 from .config import ADVERSARIAL_METHODS, Config, config_from_dict
 from .errors import ConfigError
+from .evaluation.plots import png_bytes
 from .methods import REGISTRY
-from .multirun import PLAIN, Member, base_tree, mean_std, member_label, pm, rows_to_csv, set_method, train_members
+from .multirun import (
+    PLAIN,
+    Member,
+    base_tree,
+    experiment_dir,
+    mean_std,
+    member_label,
+    pm,
+    rows_to_csv,
+    set_method,
+    train_members,
+)
 from .paths import atomic_write_bytes, atomic_write_text
 
 COMPARE_FILES = ("compare.md", "compare.csv", "compare.png")
@@ -78,9 +89,7 @@ def plan_members(
     tree = base_tree(config)
     # on the adversarial axis each member brings its own block; --set adversarial.* is meant for those
     base = config_from_dict(tree, overrides=list(overrides or []) + (["adversarial=null"] if adversarial else []))
-    out_dir = Path(out or base.output_dir)
-    if (out_dir / "config.yaml").exists():
-        raise ConfigError(f"{out_dir}: this is a single run's folder; give compare its own folder with --out")
+    out_dir = experiment_dir(out, base.output_dir, "compare")
     members = []
     for i in range(seeds):
         seed = base.training.seed + i
@@ -308,10 +317,7 @@ def render_png(rows: Sequence[dict]) -> bytes:
     ax.set_title("Adaptation methods: test F1 vs trainable share (marker size: training time)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, close=True)
 
 
 def write_outputs(out_dir: Path, rows: Sequence[dict], members: Sequence[Member]) -> None:

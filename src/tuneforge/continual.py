@@ -44,7 +44,7 @@ from typing import Literal, Optional, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .multirun import mean_std as _mean_std, pm as _pm
+from .multirun import experiment_dir, mean_std as _mean_std, pm as _pm
 from .config import Config, _merge, config_from_dict, parse_overrides, read_config_tree
 from .errors import ConfigError, TuneforgeError
 from .paths import atomic_write_bytes, atomic_write_text
@@ -170,9 +170,7 @@ def load_plan(config: str | Path | dict, overrides: list[str] | None = None, str
                                                                   split=None, dev=None, test=None)), source)
     if first.model.init_from:
         raise ConfigError(f"{source}: model.init_from is set by `tuneforge continual` for each stage; remove it")
-    out_dir = Path(out or first.output_dir)
-    if (out_dir / "config.yaml").exists():
-        raise ConfigError(f"{out_dir}: this is a single run's folder; give continual its own folder with --out")
+    out_dir = experiment_dir(out, first.output_dir, "continual")
     seed0 = first.training.seed
     plan = Plan(tree, options, stages, out_dir, [seed0 + i for i in range(options.seeds)])
     for k in range(len(stages)):  # every stage's config must validate before anything trains

@@ -16,7 +16,6 @@ approaches (``Task.APPROACHES``: ``setfit`` and ``zero_shot`` for text classific
 from __future__ import annotations
 
 import copy
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,19 @@ from typing import Sequence
 
 from .config import Config, config_from_dict
 from .errors import ConfigError
+from .evaluation.plots import png_bytes
 from .methods import REGISTRY as METHODS
-from .multirun import Member, apply_changes, base_tree, mean_std, pm, rows_to_csv, set_method, train_members
+from .multirun import (
+    Member,
+    apply_changes,
+    base_tree,
+    experiment_dir,
+    mean_std,
+    pm,
+    rows_to_csv,
+    set_method,
+    train_members,
+)
 from .paths import atomic_write_bytes, atomic_write_text
 from .tasks import get_task
 
@@ -83,9 +93,7 @@ def plan_curve(
         raise ConfigError("--seeds: give at least 1")
     tree = base_tree(config)
     base = config_from_dict(tree, overrides=overrides)
-    out_dir = Path(out or base.output_dir)
-    if (out_dir / "config.yaml").exists():
-        raise ConfigError(f"{out_dir}: this is a single run's folder; give the curve its own folder with --out")
+    out_dir = experiment_dir(out, base.output_dir, "the curve")
     members: list[Member] = []
     trees = {}
     for name in methods:
@@ -253,10 +261,7 @@ def render_png(rows: Sequence[dict], title: str = "") -> bytes:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, close=True)
 
 
 def write_outputs(out_dir: Path, rows: Sequence[dict], members: Sequence[Member]) -> None:

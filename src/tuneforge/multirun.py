@@ -23,7 +23,7 @@ from typing import Sequence
 import yaml
 
 from .config import Config, load_config
-from .errors import TuneforgeError
+from .errors import ConfigError, TuneforgeError
 from .methods import method_training_defaults
 from .paths import atomic_write_text
 from .training.checkpoint import CHECKPOINT_DIR
@@ -57,6 +57,15 @@ class Member:
     @property
     def finished(self) -> bool:
         return run_finished(self.run_dir)
+
+
+def experiment_dir(out: str | Path | None, default: str | Path, what: str) -> Path:
+    """The folder of a multi-run experiment (``--out``, else the config's ``output_dir``); never a
+    single run's folder, whose files the members would be mixed into. ``what`` names the command."""
+    out_dir = Path(out or default)
+    if (out_dir / "config.yaml").exists():
+        raise ConfigError(f"{out_dir}: this is a single run's folder; give {what} its own folder with --out")
+    return out_dir
 
 
 def base_tree(config: Config | dict | str | Path) -> dict:

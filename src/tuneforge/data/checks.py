@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import unicodedata
 from collections import Counter, defaultdict
@@ -515,12 +514,9 @@ def strict_failures(report: dict) -> list[str]:
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
+    from ..evaluation.plots import png_bytes
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi=100, close=True)).decode("ascii")
 
 
 def _plots(report: dict) -> dict[str, str]:

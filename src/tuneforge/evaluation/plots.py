@@ -100,8 +100,6 @@ def _draw(plt, np, counts, labels, path, title, size) -> None:
 def render_training_curves_png(result, epochs: int) -> bytes:
     """A run's ``curves.png``: train loss per logged step (left), dev metric per epoch with the best
     epoch marked (right). ``result`` is the loop's :class:`~tuneforge.training.loop.LoopResult`."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,18 +142,21 @@ def render_training_curves_png(result, epochs: int) -> bytes:
         right.set_title(f"dev {metric} per epoch")
         right.grid(alpha=0.3)
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        return buffer.getvalue()
+        return png_bytes(fig)
     finally:
         plt.close(fig)
 
 
-def _png_bytes(fig) -> bytes:
+def png_bytes(fig, dpi: int | None = None, close: bool = False) -> bytes:
+    """A matplotlib figure as PNG bytes (``close``: also free the figure); every PNG tuneforge writes."""
     import io
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
+    fig.savefig(buffer, format="png", **({"dpi": dpi} if dpi else {}))
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return buffer.getvalue()
 
 
@@ -184,7 +185,7 @@ def render_stage_matrix_png(matrix, stds, stages: Sequence[str], title: str) -> 
                 ax.text(j, i, text, ha="center", va="center", fontsize=8,
                         color="black" if values[i, j] > top * 0.6 else "white")
         fig.tight_layout()
-        return _png_bytes(fig)
+        return png_bytes(fig, dpi=120)
     finally:
         plt.close(fig)
 
@@ -217,6 +218,6 @@ def render_old_stage_lines_png(series: dict[str, dict[str, list]], stages: Seque
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
-        return _png_bytes(fig)
+        return png_bytes(fig, dpi=120)
     finally:
         plt.close(fig)

@@ -33,7 +33,6 @@ from .text_classification import (
     TextClassificationData,
     TextClassificationOptions,
     TextClassifier,
-    label_list,
     per_text_outputs,
     sentence_embeddings,
 )
