@@ -108,3 +108,26 @@ def test_labelstudio_span_text_must_match(tmp_path):
         {"type": "labels", "value": {"start": 0, "end": 6, "text": "Obama", "labels": ["PER"]}}]}]}]))
     with pytest.raises(DataError, match="task 9 .*the offsets belong to another text"):
         read_labelstudio(path)
+
+
+def test_labelstudio_config_reads_the_keys_the_tasks_hold(tmp_path):
+    """The labelling config's <Text> tags must name the data keys written (not always $text)."""
+    import xml.etree.ElementTree as ET
+
+    source = tmp_path / "pairs.csv"
+    source.write_text("review,answer,verdict\ngreat app,yes it is,agree\nslow again,no,disagree\n")
+    out = tmp_path / "tasks.json"
+    assert main(["data", "convert", str(source), str(out), "--to", "labelstudio", "--set", "data.text_column=review",
+                 "--set", "data.text_pair_column=answer", "--set", "data.label_column=verdict"]) == 0
+    tasks = json.loads(out.read_text())
+    assert tasks[0]["data"] == {"review": "great app", "answer": "yes it is"}
+    view = ET.fromstring((tmp_path / "tasks.xml").read_text())
+    texts = {t.get("name"): t.get("value") for t in view.iter("Text")}
+    assert texts == {"text": "$review", "text_pair": "$answer"}
+    assert all(value[1:] in tasks[0]["data"] for value in texts.values())
+    assert [c.get("value") for c in view.iter("Choice")] == ["agree", "disagree"]
+    # and the default keys stay as they were
+    plain = tmp_path / "plain.csv"
+    plain.write_text("text,label\ngreat app,pos\nslow again,neg\n")
+    assert main(["data", "convert", str(plain), str(tmp_path / "plain.json"), "--to", "labelstudio"]) == 0
+    assert '<Text name="text" value="$text"/>' in (tmp_path / "plain.xml").read_text()

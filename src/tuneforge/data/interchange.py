@@ -201,12 +201,15 @@ def labelstudio_tasks(annotations: Sequence[Annotation], as_predictions: bool = 
     return tasks
 
 
-def labelstudio_config(labels: Sequence[str], spans: bool, multi_label: bool = False, pair: bool = False) -> str:
-    """The labelling interface (Label Studio's XML config) that matches the tasks written here."""
+def labelstudio_config(labels: Sequence[str], spans: bool, multi_label: bool = False, pair: bool = False,
+                       text_key: str = "text", pair_key: str = "text_pair") -> str:
+    """The labelling interface (Label Studio's XML config) that matches the tasks written here: its
+    ``<Text>`` tags read ``$text_key`` (and ``$pair_key``), the keys the tasks' ``data`` holds."""
     from xml.sax.saxutils import quoteattr
 
     items = "\n".join(f'    <{"Label" if spans else "Choice"} value={quoteattr(x)}/>' for x in labels)
-    text = f'  <Text name="{TO_NAME}" value="$text"/>' + ('\n  <Text name="text_pair" value="$text_pair"/>' if pair else "")
+    text = f'  <Text name="{TO_NAME}" value={quoteattr("$" + text_key)}/>' + (
+        f'\n  <Text name="text_pair" value={quoteattr("$" + pair_key)}/>' if pair else "")
     if spans:
         return (f'<View>\n  <Labels name="{SPAN_FROM_NAME}" toName="{TO_NAME}">\n{items}\n  </Labels>\n{text}\n</View>\n')
     choice = "multiple" if multi_label else "single"
@@ -429,7 +432,8 @@ def convert(source: str, out: str | Path, to: str, task: str = "auto", overrides
         config_file = out.with_suffix(".xml")
         atomic_write_text(config_file, labelstudio_config(sorted(labels), spans,
                                                           multi_label=bool(getattr(cfg.task, "multi_label", False)),
-                                                          pair=annotations[0].text_pair is not None))
+                                                          pair=annotations[0].text_pair is not None,
+                                                          text_key=text_key, pair_key=pair_key))
         return len(examples), f"{out} (labelling config: {config_file})"
     if to == "doccano":
         write_doccano(out, annotations, text_key=text_key, pair_key=pair_key)
