@@ -131,3 +131,39 @@ def test_labelstudio_config_reads_the_keys_the_tasks_hold(tmp_path):
     plain.write_text("text,label\ngreat app,pos\nslow again,neg\n")
     assert main(["data", "convert", str(plain), str(tmp_path / "plain.json"), "--to", "labelstudio"]) == 0
     assert '<Text name="text" value="$text"/>' in (tmp_path / "plain.xml").read_text()
+
+
+def test_doccano_task_is_guessed_from_the_whole_file(tmp_path, capsys):
+    """A doccano sequence-labelling export whose first records have no entity is still NER data."""
+    path = tmp_path / "doccano.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"text": "nothing to see", "label": []},
+        {"text": "still nothing", "entities": []},
+        {"text": "Mary visited Paris", "label": [[0, 4, "PER"], [13, 18, "LOC"]]},
+    ]) + "\n")
+    out = tmp_path / "ours.jsonl"
+    assert main(["data", "convert", str(path), str(out), "--to", "jsonl", "--format", "doccano"]) == 0
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [
+        {"tokens": ["nothing", "to", "see"], "tags": ["O", "O", "O"]},
+        {"tokens": ["still", "nothing"], "tags": ["O", "O"]},
+        {"tokens": ["Mary", "visited", "Paris"], "tags": ["B-PER", "O", "B-LOC"]},
+    ]
+    # an "entities" key alone (doccano's newer export) says sequence labelling too
+    only_entities = tmp_path / "entities.jsonl"
+    only_entities.write_text(json.dumps({"text": "no entity", "entities": []}) + "\n"
+                             + json.dumps({"text": "Bob", "entities": [{"start_offset": 0, "end_offset": 3,
+                                                                        "label": "PER"}]}) + "\n")
+    from tuneforge.data.checks import guess_task
+
+    assert guess_task(str(only_entities)) == "token_classification"
+    # a classification export whose first text has no label yet is still classification
+    cats = tmp_path / "cats.jsonl"
+    cats.write_text(json.dumps({"text": "meh", "label": []}) + "\n" + json.dumps({"text": "great", "label": ["pos"]}) + "\n")
+    assert guess_task(str(cats)) == "text_classification"
+    # nothing in the file tells: one line asking for --task, exit 2
+    empty = tmp_path / "unlabelled.jsonl"
+    empty.write_text(json.dumps({"text": "a", "label": []}) + "\n" + json.dumps({"text": "b", "label": []}) + "\n")
+    capsys.readouterr()
+    assert main(["data", "convert", str(empty), str(tmp_path / "x.jsonl"), "--to", "jsonl", "--format", "doccano"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot tell which task" in err and "first 2 record(s)" in err and "--task" in err

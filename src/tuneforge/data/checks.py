@@ -743,40 +743,53 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
 # From the command line's inputs to a written report
 
 
-def _first_record(path: str):
-    """The first JSON object of a JSON list or JSONL file (what a task's ``sniff`` looks at), else None."""
+# How many records the task guess reads: enough that a file whose first records carry no labels (a
+# doccano sequence-labelling export starting with sentences without entities) is still told apart.
+SNIFF_RECORDS = 1000
+
+
+def sample_records(path: str, limit: int = SNIFF_RECORDS) -> list[dict]:
+    """The first ``limit`` JSON objects of a JSON list or JSONL file (what a task's ``sniff`` looks at);
+    [] for other files or unreadable ones."""
     from ..paths import resolve_path
 
     resolved = Path(resolve_path(path))
     if resolved.suffix.lower() not in (".json", ".jsonl", ".ndjson") or not resolved.is_file():
-        return None
+        return []
     try:
         text = resolved.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError):
-        return None
+        return []
     stripped = text.lstrip()
-    try:
-        if stripped.startswith("["):
-            records = json.loads(stripped)
-            return records[0] if records and isinstance(records[0], dict) else None
+    records: list = []
+    if stripped.startswith("["):
+        try:
+            records = json.loads(stripped)[:limit]
+        except (json.JSONDecodeError, TypeError):
+            return []
+    else:
         for line in stripped.splitlines():
+            if len(records) >= limit:
+                break
             if line.strip():
-                record = json.loads(line)
-                return record if isinstance(record, dict) else None
-    except json.JSONDecodeError:
-        return None
-    return None
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a bad line is the reader's to report; the guess looks at the others
+    return [r for r in records if isinstance(r, dict)]
 
 
 def guess_task(path: str) -> str:
-    """The registered task whose ``sniff`` claims the file (first in registry order)."""
+    """The registered task whose ``sniff`` claims the file (first in registry order), judged on its first
+    :data:`SNIFF_RECORDS` records."""
     from ..tasks import REGISTRY
 
-    record = _first_record(path)
+    records = sample_records(path)
     for name, task in REGISTRY.items():
-        if task.sniff(path, record):
+        if task.sniff(path, records):
             return name
-    raise TuneforgeError(f"{path}: cannot tell which task this data is for; pass --task ({', '.join(REGISTRY)})")
+    seen = f" (none of its first {len(records)} record(s) has a label that tells)" if records else ""
+    raise TuneforgeError(f"{path}: cannot tell which task this data is for{seen}; pass --task ({', '.join(REGISTRY)})")
 
 
 def check_config(inputs: Sequence[str], task: str = "auto", overrides: list[str] | None = None,

@@ -220,10 +220,11 @@ class Task:
 
     # --- what `tuneforge data check` asks of a task (tuneforge.data.checks)
     @classmethod
-    def sniff(cls, path: str, first_record) -> bool:
-        """Whether a data file looks like this task's (``first_record``: the first JSON object of a JSON
-        or JSONL file, the first Label Studio task of an export, else None). Used to pick the task of
-        ``tuneforge data check FILE`` when ``--task`` is not given."""
+    def sniff(cls, path: str, records: list[dict]) -> bool:
+        """Whether a data file looks like this task's (``records``: the first JSON objects of a JSON or
+        JSONL file, the first Label Studio tasks of an export, else []; up to
+        :data:`tuneforge.data.checks.SNIFF_RECORDS`). Judge on all of them: one record may carry no
+        label. Used to pick the task of ``tuneforge data check|convert FILE`` when ``--task`` is not given."""
         return False
 
     def label_counts(self, examples: Sequence) -> dict[str, int]:  # pragma: no cover

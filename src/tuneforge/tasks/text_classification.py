@@ -474,16 +474,21 @@ class TextClassification(Task):
         return label_list(train)
 
     @classmethod
-    def sniff(cls, path: str, first_record) -> bool:
-        """CSV/TSV tables; JSON records with a text and string labels; Label Studio choices."""
-        if first_record is None:
+    def sniff(cls, path: str, records: list[dict]) -> bool:
+        """CSV/TSV tables; JSON records with a text and a label (a string or number, or a non-empty list
+        of strings: an empty list is no evidence, a span list's sentence may have no entity); Label
+        Studio choices."""
+        if not records:
             return Path(path).suffix.lower() in (".csv", ".tsv")
-        results = [r for a in first_record.get("annotations") or [] for r in a.get("result") or []]
-        if any(isinstance(r, dict) and r.get("type") == "choices" for r in results):
-            return True
-        label = first_record.get("label", first_record.get("labels"))
-        return "text" in first_record and (isinstance(label, str) or (isinstance(label, list) and
-                                                                      all(isinstance(x, str) for x in label)))
+        for record in records:
+            results = [r for a in record.get("annotations") or [] for r in a.get("result") or []]
+            if any(isinstance(r, dict) and r.get("type") == "choices" for r in results):
+                return True
+            label = record.get("label", record.get("labels"))
+            if "text" in record and (isinstance(label, str) or (isinstance(label, int) and not isinstance(label, bool))
+                                     or (isinstance(label, list) and label and all(isinstance(x, str) for x in label))):
+                return True
+        return False
 
     def label_counts(self, examples: Sequence[TextExample]) -> dict[str, int]:
         """Texts per label (a multi-label text counts once for each of its labels)."""

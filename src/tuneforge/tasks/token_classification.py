@@ -463,17 +463,21 @@ class TokenClassification(Task):
             ex.annotated = types
 
     @classmethod
-    def sniff(cls, path: str, first_record) -> bool:
-        """Column files; JSONL with tokens; Label Studio spans; doccano span lists."""
-        if first_record is None:
+    def sniff(cls, path: str, records: list[dict]) -> bool:
+        """Column files; JSONL with tokens; Label Studio spans; doccano span lists or an ``entities`` key
+        (in any record: the first sentences of a file may have no entity)."""
+        if not records:
             return Path(path).suffix.lower() not in (".csv", ".tsv", ".json", ".jsonl", ".ndjson")
-        if "tokens" in first_record or "words" in first_record:
-            return True
-        results = [r for a in first_record.get("annotations") or [] for r in a.get("result") or []]
-        if any(r.get("type") == "labels" for r in results if isinstance(r, dict)):
-            return True
-        spans = first_record.get("entities") or first_record.get("label")
-        return isinstance(spans, list) and bool(spans) and isinstance(spans[0], (list, dict))
+        for record in records:
+            if "tokens" in record or "words" in record or isinstance(record.get("entities"), list):
+                return True
+            results = [r for a in record.get("annotations") or [] for r in a.get("result") or []]
+            if any(r.get("type") == "labels" for r in results if isinstance(r, dict)):
+                return True
+            spans = record.get("label")
+            if isinstance(spans, list) and any(isinstance(s, (list, dict)) for s in spans):
+                return True
+        return False
 
     def label_counts(self, examples: Sequence[TokenExample]) -> dict[str, int]:
         """Entities per type (IOB2 spans)."""
