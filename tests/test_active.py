@@ -126,3 +126,39 @@ def test_suggest_writes_pre_annotated_tasks(tiny_bert, ner_files, tmp_path):
         for item in prediction["result"]:
             value = item["value"]
             assert text[value["start"]:value["end"]] == value["text"] and 0 <= item["score"] <= 1
+
+
+def test_suggest_takes_a_label_studio_task_list_as_pool(tiny_bert, ner_files, tmp_path, capsys):
+    """Tasks imported into Label Studio and not yet annotated (just "data") are a pool; so is a doccano file."""
+    import tuneforge
+    from tuneforge.cli import main
+    from tuneforge.data.readers import read_text_file, read_token_file
+
+    run = tuneforge.train(tiny_config(tiny_bert, ner_files, tmp_path / "run", epochs=1)).run_dir
+    texts = ["mary visited paris today", "google and apple", "john smith lives in new york"]
+    pool = tmp_path / "pool.json"
+    pool.write_text(json.dumps([
+        {"id": 11, "data": {"text": texts[0]}},
+        {"id": 12, "data": {"text": texts[1]}, "annotations": []},
+        {"id": 13, "data": {"text": texts[2], "word_offsets": [[0, 4], [5, 10], [11, 16], [17, 19], [20, 28]]},
+         "annotations": [{"result": [{"type": "labels", "value": {"start": 0, "end": 4, "labels": ["PER"]}}]}]},
+    ]))
+    assert [(ex.words, ex.tags) for ex in read_token_file(pool, tag_column=None)] == [
+        (["mary", "visited", "paris", "today"], None), (["google", "and", "apple"], None),
+        (["john", "smith", "lives", "in", "new york"], None)]  # carried word offsets are kept
+    out = tmp_path / "next.json"
+    assert main(["label", "suggest", str(run), str(pool), "--n", "2", "--strategy", "entropy", "--out", str(out)]) == 0
+    tasks = json.loads(out.read_text())
+    assert len(tasks) == 2 and "(of 3 in the pool" in capsys.readouterr().err
+    for task in tasks:
+        assert task["data"]["text"] == texts[task["meta"]["pool_index"]]
+    # the same list read as a text classifier's pool: every text, no labels
+    assert [(ex.text, ex.labels) for ex in read_text_file(pool, label_column=None)] == [(t, None) for t in texts]
+    # a doccano file as a pool: its labels are not needed (and not read)
+    doccano = tmp_path / "pool.jsonl"
+    doccano.write_text(json.dumps({"text": texts[0], "label": []}) + "\n" + json.dumps({"text": texts[1]}) + "\n")
+    assert [ex.words for ex in read_token_file(doccano, "doccano", tag_column=None)] == [texts[0].split(), texts[1].split()]
+    assert [ex.text for ex in read_text_file(doccano, "doccano", label_column=None)] == texts[:2]
+    # labelled reading still skips (and counts) the unannotated tasks
+    assert [ex.words[0] for ex in read_token_file(pool)] == ["john"]
+    assert "2 task(s) without an annotation skipped" in capsys.readouterr().err

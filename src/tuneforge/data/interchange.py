@@ -218,8 +218,11 @@ def labelstudio_config(labels: Sequence[str], spans: bool, multi_label: bool = F
 
 
 def read_labelstudio(path: str | Path, text_key: str = "text", pair_key: str | None = None,
-                     notes: ReadNotes | None = None) -> list[Annotation]:
-    """Annotations from a Label Studio JSON export (a task list; one task object is accepted too)."""
+                     notes: ReadNotes | None = None, labelled: bool = True) -> list[Annotation]:
+    """Annotations from a Label Studio JSON export (a task list; one task object is accepted too).
+
+    ``labelled=False`` reads every task's text (an active-learning pool: tasks imported and not yet
+    annotated, just ``data``); annotations, if any, are not read and ``spans``/``choices`` stay None."""
     resolved = _open_checked(path)
     source = str(resolved)
     raw = "\n".join(text for _, text in _decode_lines(resolved))
@@ -243,6 +246,12 @@ def read_labelstudio(path: str | Path, text_key: str = "text", pair_key: str | N
             keys = ", ".join(sorted(data)) or "none"
             raise DataError(source, None, f"{where}: no text under data.{text_key} (keys: {keys}); "
                                           "set data.text_column to the key that holds the text")
+        if not labelled:
+            a = Annotation(text=text, text_pair=data.get(pair_key) if pair_key else None, source=source, where=where)
+            if data.get("word_offsets") is not None:
+                a.word_offsets = [tuple(o) for o in data["word_offsets"]]
+            out.append(a)
+            continue
         annotations = [a for a in task.get("annotations", task.get("completions", [])) or []
                        if isinstance(a, dict) and not a.get("was_cancelled")]
         if not annotations:
@@ -256,6 +265,8 @@ def read_labelstudio(path: str | Path, text_key: str = "text", pair_key: str | N
         _read_results(a, annotations[0].get("result") or [], notes)
         out.append(a)
     if not out:
+        if not tasks:
+            raise DataError(source, None, "no tasks; the JSON list is empty")
         raise DataError(source, None, f"no annotated tasks among {len(tasks)}; annotate some or export with annotations")
     return out
 
@@ -314,8 +325,10 @@ def write_doccano(path: str | Path, annotations: Sequence[Annotation], **options
     atomic_write_text(path, doccano_lines(annotations, **options))
 
 
-def read_doccano(path: str | Path, spans: bool, text_key: str = "text", pair_key: str | None = None) -> list[Annotation]:
-    """Annotations from a doccano JSONL export: spans (sequence labelling) or labels (classification)."""
+def read_doccano(path: str | Path, spans: bool, text_key: str = "text", pair_key: str | None = None,
+                 labelled: bool = True) -> list[Annotation]:
+    """Annotations from a doccano JSONL export: spans (sequence labelling) or labels (classification);
+    ``labelled=False`` reads the texts only (``spans``/``choices`` None)."""
     resolved = _open_checked(path)
     source = str(resolved)
     out = []
@@ -330,6 +343,11 @@ def read_doccano(path: str | Path, spans: bool, text_key: str = "text", pair_key
             raise DataError(source, number, f"expected an object with a \"{text_key}\" string")
         a = Annotation(text=record[text_key], text_pair=record.get(pair_key) if pair_key else None, source=source,
                        line=number)
+        if not labelled:
+            if record.get("word_offsets") is not None:
+                a.word_offsets = [tuple(o) for o in record["word_offsets"]]
+            out.append(a)
+            continue
         labels = record.get("label", record.get("labels", record.get("entities", record.get("cats", []))))
         if labels is None:
             labels = []
@@ -368,26 +386,38 @@ def _doccano_span(a: Annotation, item) -> tuple[int, int, str]:
 
 
 def read_annotations(path: str | Path, format: str, spans: bool, text_key: str = "text",
-                     pair_key: str | None = None) -> list[Annotation]:
-    """Label Studio or doccano annotations; what was skipped is printed as one note on stderr."""
+                     pair_key: str | None = None, labelled: bool = True) -> list[Annotation]:
+    """Label Studio or doccano annotations; what was skipped is printed as one note on stderr.
+    ``labelled=False``: every task's or record's text, no labels (a pool to predict or rank)."""
     if format == "labelstudio":
         notes = ReadNotes()
-        annotations = read_labelstudio(path, text_key, pair_key, notes)
+        annotations = read_labelstudio(path, text_key, pair_key, notes, labelled)
         _announce(notes, str(path))
         return annotations
-    return read_doccano(path, spans, text_key, pair_key)
+    return read_doccano(path, spans, text_key, pair_key, labelled)
 
 
-def read_token_annotations(path: str | Path, format: str) -> list[TokenExample]:
+def read_token_annotations(path: str | Path, format: str, labelled: bool = True) -> list[TokenExample]:
+    """Words and IOB2 tags; ``labelled=False``: words only (tags None), from every task, annotated or not."""
     notes = ReadNotes()
-    examples = [tokens_from_annotation(a, notes) for a in read_annotations(path, format, spans=True)]
+    examples = [tokens_from_annotation(a, notes) for a in read_annotations(path, format, True, labelled=labelled)]
     _announce(ReadNotes(split_words=notes.split_words), str(path))
+    if not labelled:
+        for ex in examples:
+            ex.tags = ex.tag_lines = None
     return examples
 
 
 def read_text_annotations(path: str | Path, format: str, text_key: str = "text", pair_key: str | None = None,
-                          multi_label: bool = False) -> list[TextExample]:
-    return [text_from_annotation(a, multi_label) for a in read_annotations(path, format, False, text_key, pair_key)]
+                          multi_label: bool = False, labelled: bool = True) -> list[TextExample]:
+    """Texts and their labels; ``labelled=False``: texts only (labels None), annotated or not."""
+    annotations = read_annotations(path, format, False, text_key, pair_key, labelled)
+    if labelled:
+        return [text_from_annotation(a, multi_label) for a in annotations]
+    for a in annotations:
+        if not a.text.strip():
+            raise _error(a, "empty text; fill it in or drop the task")
+    return [TextExample(text=a.text, text_pair=a.text_pair, source=a.source, line=a.line or 0) for a in annotations]
 
 
 def detect_interchange(path: str | Path) -> str | None:

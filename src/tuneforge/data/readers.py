@@ -263,11 +263,7 @@ def read_token_file(
     if fmt in ("labelstudio", "doccano"):
         from .interchange import read_token_annotations
 
-        examples = read_token_annotations(path, fmt)
-        if tag_column is None:
-            for ex in examples:
-                ex.tags = ex.tag_lines = None
-        return examples
+        return read_token_annotations(path, fmt, labelled=tag_column is not None)
     if fmt == "jsonl":
         return read_jsonl(path, labelled=tag_column is not None)
     if fmt == "conll":
@@ -784,11 +780,8 @@ def read_text_file(
     if fmt in ("labelstudio", "doccano"):
         from .interchange import read_text_annotations
 
-        examples = read_text_annotations(path, fmt, text_column, text_pair_column, multi_label)
-        if label_column is None:
-            for ex in examples:
-                ex.labels = None
-        return examples
+        return read_text_annotations(path, fmt, text_column, text_pair_column, multi_label,
+                                     labelled=label_column is not None)
     if fmt == "text":
         if label_column is not None:
             raise DataError(path, None, "plain text lines carry no labels; give a CSV, TSV or JSONL file")
