@@ -527,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score a trained run on a labelled file")
     p.add_argument("run")
     p.add_argument("data")
-    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv"])
+    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv", "parquet", "arrow", "hf"])
     p.add_argument("--tag-column", type=int, help="token classifiers: the tag column of a CoNLL file (default: last)")
     _add_text_columns(p, labels=True)
     p.add_argument("--batch-size", type=_positive_int, default=64)
@@ -540,9 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="tag or classify CoNLL, CSV/TSV, JSONL or raw text (one text a line)")
     p.add_argument("run")
     p.add_argument("input")
-    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "text", "csv", "tsv"],
+    p.add_argument("--format", default="auto",
+                   choices=["auto", "conll", "jsonl", "text", "csv", "tsv", "parquet", "arrow", "hf"],
                    help="input format; auto: .txt is raw text, .jsonl JSONL, .csv/.tsv tables (text classifiers), "
-                        "else CoNLL (first column = word)")
+                        ".parquet/.arrow and hf:NAME[@SPLIT] datasets, else CoNLL (first column = word)")
     _add_text_columns(p, labels=False)
     p.add_argument("--output-format", default="jsonl", choices=["jsonl", "conll", "labelstudio"],
                    help="labelstudio: tasks pre-annotated with the predictions and their scores")
@@ -720,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_data_sample)
     p = data.add_parser("convert", help="to and from labelling tools: Label Studio JSON, doccano JSONL, our JSONL")
     p.add_argument("input", help="any file the task reads: CoNLL, JSONL, CSV/TSV, Label Studio .json, doccano .jsonl "
-                                 "(--format doccano)")
+                                 "(--format doccano), Parquet/Arrow, hf:NAME[:CONFIG][@SPLIT]")
     p.add_argument("out")
     p.add_argument("--to", required=True, choices=["labelstudio", "doccano", "jsonl"])
     p.add_argument("--task", default="auto", help="the data's task (default: guessed from the file)")
@@ -734,7 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = label.add_parser("suggest", help="pick the pool examples most worth labelling; write them as pre-annotated "
                                          "Label Studio tasks")
     p.add_argument("run")
-    p.add_argument("pool", help="unlabelled examples: raw text (.txt, one a line), CoNLL, JSONL, CSV/TSV")
+    p.add_argument("pool", help="unlabelled examples: raw text (.txt, one a line), CoNLL, JSONL, CSV/TSV, Label "
+                                "Studio tasks (.json, annotated or not), Parquet/Arrow, hf:NAME[@SPLIT]")
     p.add_argument("--n", type=_positive_int, default=100, help="how many to pick")
     p.add_argument("--strategy", default="entropy", choices=list(_strategies()))
     p.add_argument("--diversity", action="store_true",

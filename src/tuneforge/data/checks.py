@@ -749,10 +749,14 @@ SNIFF_RECORDS = 1000
 
 
 def sample_records(path: str, limit: int = SNIFF_RECORDS) -> list[dict]:
-    """The first ``limit`` JSON objects of a JSON list or JSONL file (what a task's ``sniff`` looks at);
-    [] for other files or unreadable ones."""
+    """The first ``limit`` JSON objects of a JSON list or JSONL file, or rows of a Parquet / Arrow / ``hf:``
+    dataset (ClassLabel integers as names): what a task's ``sniff`` looks at; [] for other files or
+    unreadable ones (a dataset that cannot be loaded stops here, with the reader's one-line error)."""
     from ..paths import resolve_path
+    from .hf_datasets import dataset_format, sample_rows
 
+    if dataset_format(path):
+        return sample_rows(path, limit)
     resolved = Path(resolve_path(path))
     if resolved.suffix.lower() not in (".json", ".jsonl", ".ndjson") or not resolved.is_file():
         return []

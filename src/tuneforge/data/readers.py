@@ -1,4 +1,5 @@
-"""Reading labelled token data: CoNLL-style column files and JSONL.
+"""Reading labelled data: CoNLL-style column files, JSONL, CSV/TSV, and (through :mod:`.hf_datasets`)
+Parquet, Arrow and Hugging Face datasets; Label Studio and doccano through :mod:`.interchange`.
 
 Every error names the file and line and says what to do (see :class:`tuneforge.errors.DataError`).
 Tags are normalised to IOB2 on the way in (:func:`normalise_to_iob2`), and the number of tags
@@ -199,9 +200,12 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int | None =
     return examples
 
 
-def read_jsonl(path: str | Path, labelled: bool = True) -> list[TokenExample]:
-    """Read ``{"tokens": [...], "tags": [...]}`` records, one per line (``ner_tags`` accepted too)."""
+def read_jsonl(path: str | Path, labelled: bool = True, tokens_key: str | None = None,
+               tags_key: str | None = None) -> list[TokenExample]:
+    """Read ``{"tokens": [...], "tags": [...]}`` records, one per line (``words`` and ``ner_tags`` accepted
+    too); ``tokens_key`` / ``tags_key`` (``data.tokens_column`` / ``tags_column``) name other keys."""
     resolved = _open_checked(path)
+    words_name, tags_name = tokens_key or "tokens", tags_key or "tags"
     examples: list[TokenExample] = []
     for number, text in _decode_lines(resolved):
         if not text.strip():
@@ -214,18 +218,18 @@ def read_jsonl(path: str | Path, labelled: bool = True) -> list[TokenExample]:
         if not isinstance(record, dict):
             _bad(DataError(resolved, number, "expected a JSON object like {\"tokens\": [...], \"tags\": [...]}"))
             continue
-        words = record.get("tokens", record.get("words"))
+        words = record.get(tokens_key) if tokens_key else record.get("tokens", record.get("words"))
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-            _bad(DataError(resolved, number, "missing \"tokens\": a list of strings"))
+            _bad(DataError(resolved, number, f"missing \"{words_name}\": a list of strings"))
             continue
         if not words:
-            _bad(DataError(resolved, number, "\"tokens\" is empty; drop the record or add tokens"))
+            _bad(DataError(resolved, number, f"\"{words_name}\" is empty; drop the record or add tokens"))
             continue
-        tags = record.get("tags", record.get("ner_tags"))
+        tags = record.get(tags_key) if tags_key else record.get("tags", record.get("ner_tags"))
         if labelled or tags is not None:
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
                 if labelled:
-                    _bad(DataError(resolved, number, "missing \"tags\": a list of tag strings, one per token"))
+                    _bad(DataError(resolved, number, f"missing \"{tags_name}\": a list of tag strings, one per token"))
                     continue
                 tags = None
             elif len(tags) != len(words):
@@ -246,10 +250,12 @@ def read_jsonl(path: str | Path, labelled: bool = True) -> list[TokenExample]:
 
 
 def detect_format(path: str | Path) -> str:
+    from .hf_datasets import dataset_format
     from .interchange import detect_interchange
 
     suffix = Path(str(path)).suffix.lower()
-    return detect_interchange(path) or ("jsonl" if suffix in {".jsonl", ".json", ".ndjson"} else "conll")
+    return (dataset_format(path) or detect_interchange(path)
+            or ("jsonl" if suffix in {".jsonl", ".json", ".ndjson"} else "conll"))
 
 
 def read_token_file(
@@ -257,18 +263,28 @@ def read_token_file(
     format: str = "auto",
     token_column: int = 0,
     tag_column: int | None = -1,
+    tokens_column: str | None = None,
+    tags_column: str | None = None,
 ) -> list[TokenExample]:
-    """Read a labelled (or, with ``tag_column=None``, unlabelled) token file in either format."""
+    """Read a labelled (or, with ``tag_column=None``, unlabelled) token file in any format: CoNLL columns
+    (``token_column`` / ``tag_column``), JSONL, Label Studio, doccano, Parquet / Arrow / ``hf:`` datasets
+    (JSONL keys and dataset columns: ``tokens_column`` / ``tags_column``)."""
     fmt = detect_format(path) if format == "auto" else format
+    from .hf_datasets import DATASET_FORMATS
+
+    if fmt in DATASET_FORMATS:
+        from .hf_datasets import read_token_rows
+
+        return read_token_rows(path, fmt, tokens_column, tags_column, labelled=tag_column is not None)
     if fmt in ("labelstudio", "doccano"):
         from .interchange import read_token_annotations
 
         return read_token_annotations(path, fmt, labelled=tag_column is not None)
     if fmt == "jsonl":
-        return read_jsonl(path, labelled=tag_column is not None)
+        return read_jsonl(path, labelled=tag_column is not None, tokens_key=tokens_column, tags_key=tags_column)
     if fmt == "conll":
         return read_conll(path, token_column=token_column, tag_column=tag_column)
-    raise DataError(path, None, f"unknown format {fmt!r}; use conll, jsonl, labelstudio or doccano")
+    raise DataError(path, None, f"unknown format {fmt!r}; use conll, jsonl, labelstudio, doccano, parquet, arrow or hf")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,9 +613,12 @@ TEXT_FORMATS = ("csv", "tsv", "jsonl", "text")
 
 
 def detect_text_format(path: str | Path) -> str:
+    from .hf_datasets import dataset_format
     from .interchange import detect_interchange
 
     suffix = Path(str(path)).suffix.lower()
+    if dataset_format(path):
+        return dataset_format(path)
     if detect_interchange(path):
         return "labelstudio"
     if suffix in {".jsonl", ".json", ".ndjson"}:
@@ -769,8 +788,15 @@ def read_text_file(
     multi_label: bool = False,
     label_separator: str = "|",
 ) -> list[TextExample]:
-    """Read labelled (or, with ``label_column=None``, unlabelled) texts from CSV, TSV, JSONL or plain lines."""
+    """Read labelled (or, with ``label_column=None``, unlabelled) texts from CSV, TSV, JSONL, plain lines, Label
+    Studio, doccano, or Parquet / Arrow / ``hf:`` datasets (columns by the same names)."""
+    from .hf_datasets import DATASET_FORMATS
+
     fmt = detect_text_format(path) if format == "auto" else format
+    if fmt in DATASET_FORMATS:
+        from .hf_datasets import read_text_rows
+
+        return read_text_rows(path, fmt, text_column, label_column, text_pair_column, multi_label)
     if fmt in ("csv", "tsv"):
         return read_text_table(
             path, "\t" if fmt == "tsv" else ",", text_column, label_column, text_pair_column, multi_label, label_separator
@@ -787,7 +813,8 @@ def read_text_file(
             raise DataError(path, None, "plain text lines carry no labels; give a CSV, TSV or JSONL file")
         resolved = _open_checked(path)
         return [TextExample(text=text, source=str(resolved), line=number) for number, text in _decode_lines(resolved)]
-    raise DataError(path, None, f"unknown format {fmt!r}; use csv, tsv, jsonl, text, labelstudio or doccano")
+    raise DataError(path, None, f"unknown format {fmt!r}; use csv, tsv, jsonl, text, labelstudio, doccano, parquet, "
+                                "arrow or hf")
 
 
 def check_known_labels(examples: Sequence[TextExample], known: Iterable[str]) -> None:
@@ -883,12 +910,20 @@ def document_files(path: str | Path) -> list[Path]:
 def read_documents(paths: str | Path | Sequence[str | Path], format: str = "auto", text_key: str = "text",
                    report: DocumentReport | None = None) -> list[TextExample]:
     """Raw text for language modelling: ``.txt`` (one document a line; blank lines are skipped and
-    counted), ``.jsonl`` (one ``{"text": ...}`` record a line), or a folder of such files."""
+    counted), ``.jsonl`` (one ``{"text": ...}`` record a line), a folder of such files, or a Parquet /
+    Arrow / ``hf:`` dataset (its ``text_key`` column)."""
+    from .hf_datasets import DATASET_FORMATS, dataset_format, read_text_rows
+
     if isinstance(paths, (str, Path)):
         paths = [paths]
     report = report if report is not None else DocumentReport()
     documents: list[TextExample] = []
     for path in paths:
+        fmt = dataset_format(path) if format == "auto" else format
+        if fmt in DATASET_FORMATS:
+            report.files.append(str(path))
+            documents += read_text_rows(path, fmt, text_key, label_column=None)
+            continue
         for file in document_files(path):
             fmt = DOCUMENT_SUFFIXES.get(file.suffix.lower(), "text") if format == "auto" else format
             report.files.append(str(file))

@@ -206,8 +206,8 @@ class MaskedLMOptions(TaskOptions):
 
 
 class MaskedLMData(DataConfig):
-    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "text", "jsonl")
-    text_column: str = Field(default="text", description="the text key of .jsonl records")
+    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "text", "jsonl", "parquet", "arrow", "hf")
+    text_column: str = Field(default="text", description="the text key of .jsonl records, the text column of a dataset")
     eval_share: float = Field(default=0.05, ge=0, lt=1,
                               description="share of train documents held out for evaluation when no dev/split is given")
     max_eval_documents: Optional[int] = Field(default=2000, ge=1, description="cap on the held-out documents")

@@ -436,7 +436,7 @@ class TextClassificationOptions(TaskOptions):
 
 
 class TextClassificationData(DataConfig):
-    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "jsonl", "csv", "tsv", "labelstudio", "doccano")
+    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "jsonl", "csv", "tsv", "labelstudio", "doccano", "parquet", "arrow", "hf")
     text_column: str = "text"
     text_pair_column: Optional[str] = Field(default=None, description="second text of a pair (NLI, QA matching)")
     label_column: str = "label"

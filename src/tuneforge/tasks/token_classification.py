@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import ClassVar, Literal, Sequence
+from typing import ClassVar, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -268,9 +268,14 @@ class TokenClassificationOptions(TaskOptions):
 
 
 class TokenClassificationData(DataConfig):
-    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "conll", "jsonl", "labelstudio", "doccano")
+    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "conll", "jsonl", "labelstudio", "doccano", "parquet", "arrow", "hf")
     token_column: int = 0
     tag_column: int = -1
+    tokens_column: Optional[str] = Field(
+        default=None, description="JSONL key / dataset column of the words (a list of strings); default: tokens or words")
+    tags_column: Optional[str] = Field(
+        default=None, description="JSONL key / dataset column of the tags (tag strings, or ClassLabel integers); "
+                                  "default: tags or ner_tags")
     scheme: Literal["auto", "IOB2", "IOB1", "IO", "BIOES", "BILOU", "BMES", "BMEWO"] = "auto"  # readers.SCHEMES
 
 
@@ -294,23 +299,29 @@ class TokenClassifier(Predictor):
         self.label_position: str = meta.get("label_position", "first")
 
     def read(self, path, format: str = "auto", labelled: bool = True, token_column: int = 0,
-             tag_column: int = -1, scheme: str = "auto") -> list[TokenExample]:
-        """A CoNLL or JSONL file; labelled files are normalised to IOB2 and checked against the labels."""
-        examples = read_token_file(path, format, token_column, tag_column if labelled else None)
+             tag_column: int = -1, scheme: str = "auto", tokens_column: str | None = None,
+             tags_column: str | None = None) -> list[TokenExample]:
+        """Any token data (CoNLL, JSONL, Parquet, hf:...; JSONL keys and dataset columns as trained unless
+        given); labelled files are normalised to IOB2 and checked against the labels."""
+        examples = read_token_file(path, format, token_column, tag_column if labelled else None,
+                                   tokens_column or self.meta.get("tokens_column"),
+                                   tags_column or self.meta.get("tags_column"))
         if labelled:
             normalise_to_iob2(examples, scheme)
             check_known_tags(examples, self.labels)
         return examples
 
-    def read_inputs(self, path, format: str = "auto", token_column: int = 0) -> list[TokenExample]:
-        """Raw text (``.txt``: one text a line, pre-tokenized with character offsets), CoNLL or JSONL."""
+    def read_inputs(self, path, format: str = "auto", token_column: int = 0,
+                    tokens_column: str | None = None) -> list[TokenExample]:
+        """Raw text (``.txt``: one text a line, pre-tokenized with character offsets), CoNLL, JSONL, a dataset..."""
         if format in ("csv", "tsv"):
             raise TuneforgeError(f"--format {format}: a token classifier reads conll, jsonl or text")
         if format == "auto":
             format = "text" if detect_text_format(path) == "text" else detect_format(path)
         if format == "text":
             return read_text_lines(path)
-        return read_token_file(path, format, token_column, tag_column=None)
+        return read_token_file(path, format, token_column, tag_column=None,
+                               tokens_column=tokens_column or self.meta.get("tokens_column"))
 
     def predict_examples(self, examples: Sequence[TokenExample], batch_size: int = 64,
                          pad_multiple: int | None = None) -> list[WordPredictions]:
@@ -419,7 +430,8 @@ class TokenClassification(Task):
 
     def read(self, path: str, labelled: bool = True) -> list[TokenExample]:
         d = self.cfg.data
-        return read_token_file(path, d.format, d.token_column, d.tag_column if labelled else None)
+        return read_token_file(path, d.format, d.token_column, d.tag_column if labelled else None,
+                               d.tokens_column, d.tags_column)
 
     def normalise(self, splits: dict[str, list], report: dict) -> None:
         for name, examples in splits.items():
@@ -603,8 +615,10 @@ class TokenClassification(Task):
         return [ex.words for ex in examples]
 
     def model_meta(self, labels: list[str]) -> dict:
+        d = self.cfg.data
+        columns = {k: getattr(d, k) for k in ("tokens_column", "tags_column") if getattr(d, k)}  # eval reads as trained
         return dict(super().model_meta(labels), decode=self.cfg.task.decode,
-                    label_position=self.label_position)
+                    label_position=self.label_position, **columns)
 
     def write_outputs(self, run_dir, split, examples, predictions, metrics, predictor) -> None:
         if split == "test":
