@@ -86,7 +86,7 @@ def parse_source(path: str | os.PathLike, format: str = "hf") -> DatasetSource:
                 raise ConfigError(f"{text}: nothing after ':'; name the dataset's config or drop the ':'")
     if not location:
         raise ConfigError(f"{text}: no dataset named after '{HF_SCHEME}'; give a local folder or file, or a Hub name "
-                          f"(e.g. {HF_SCHEME}conll2003@train)")
+                          f"(e.g. {HF_SCHEME}OWNER/NAME@train)")
     local = _exists(location)
     return DatasetSource(spec=text, location=resolve_path(location) if local else location, config=config,
                          split=split, local=local)
