@@ -159,3 +159,19 @@ def test_label_noise_candidates(tmp_path, tiny_bert):
     flagged = [(c["where"], u["unit"], u["gold"], u["predicted"]) for c in noise["examples"] for u in c["units"]]
     assert (f"{data}:27", "paris", "O", "B-LOC") in flagged  # the sixth sentence starts on line 27
     assert "Label noise candidates" in page
+
+
+def test_a_chinese_conll_file_counts_its_characters_as_words(tmp_path, tiny_bert):
+    """MSRA-style files hold one character a line: sizes, lengths and the words behind [UNK] are those
+    characters, not the runs between spaces of the joined sentence (one 'word' a sentence)."""
+    data = write_conll(tmp_path / "zh.conll", [("我 爱 北 京", "O O B-LOC I-LOC"), ("猫 在 john", "O O B-PER")])
+    code, report, _ = run_check(tmp_path, data, "--tokenizer", tiny_bert)
+    assert code == 0
+    assert report["sizes"]["train"]["words"] == 7
+    assert report["lengths"]["train"]["words"]["max"] == 4 and report["lengths"]["train"]["words"]["min"] == 3
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    unknown = {ch for ch in "我爱北京猫在" if tokenizer.unk_token_id in tokenizer(ch, add_special_tokens=False)["input_ids"]}
+    assert unknown  # the tiny vocabulary has no CJK characters
+    assert {w for w, _ in report["tokenizer"]["splits"]["train"]["top_unknown_words"]} == unknown

@@ -37,7 +37,7 @@ import html
 import json
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -72,6 +72,7 @@ class Item:
     index: int
     text: str
     where: str  # file:line
+    words: list[str] = field(default_factory=list)  # the example's own words (a CJK CoNLL file: characters)
 
     def brief(self, width: int = 160) -> dict:
         text = self.text if len(self.text) <= width else self.text[: width - 1] + "…"
@@ -300,8 +301,6 @@ def character_classes(texts: Sequence[str]) -> dict:
 
 def tokenizer_section(task, tokenizer, examples: Sequence, items: Sequence[Item], max_length: int, show: int) -> dict:
     """Sub-word lengths (special tokens included), inputs over max_length, unknown-token rate and its words."""
-    import regex
-
     ids = task.check_token_ids(tokenizer, examples)
     lengths = [len(x) for x in ids]
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -317,7 +316,7 @@ def tokenizer_section(task, tokenizer, examples: Sequence, items: Sequence[Item]
     over = [i for i, n in enumerate(lengths) if n > max_length]
     words: Counter = Counter()
     if unknown:  # which words produce the unknown token: each distinct word of an affected text, tokenized alone
-        seen = Counter(w for i, x in enumerate(ids) if unk in x for w in regex.findall(r"\S+", items[i].text))
+        seen = Counter(w for i, x in enumerate(ids) if unk in x for w in items[i].words)
         distinct = list(seen)
         pieces = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
         words = Counter({w: seen[w] for w, piece in zip(distinct, pieces) if unk in piece})
@@ -405,7 +404,7 @@ def label_noise(task, config_tree: dict, examples_by_split: dict[str, list], ite
 def check(task, splits: dict[str, list], malformed: dict[str, list[DataError]], normalise_report: dict,
           options: CheckOptions, noise: dict | None = None) -> dict:
     """The report as a JSON-ready dict (see the module docstring)."""
-    items = {name: [Item(name, i, ex.as_text(), _where(ex)) for i, ex in enumerate(exs)] for name, exs in splits.items()}
+    items = {name: [Item(name, i, ex.as_text(), _where(ex), ex.word_list()) for i, ex in enumerate(exs)] for name, exs in splits.items()}
     flat = [it for name in splits for it in items[name]]
     signatures = [task.label_signature(ex) for name in splits for ex in splits[name]]
     labels = {name: task.label_counts(exs) for name, exs in splits.items()}
@@ -417,7 +416,7 @@ def check(task, splits: dict[str, list], malformed: dict[str, list[DataError]], 
         "splits": list(splits),
         "sizes": {name: {"examples": len(exs), "malformed": len(malformed.get(name, [])),
                          "empty": sum(1 for it in items[name] if not it.text.strip()),
-                         "words": sum(len(it.text.split()) for it in items[name]),
+                         "words": sum(len(it.words) for it in items[name]),
                          "characters": sum(len(it.text) for it in items[name])} for name, exs in splits.items()},
         "malformed": {name: [str(e) for e in errors[: options.show]] for name, errors in malformed.items()},
         "labels": {"space": task.label_list([ex for exs in splits.values() for ex in exs]),
@@ -426,7 +425,7 @@ def check(task, splits: dict[str, list], malformed: dict[str, list[DataError]], 
                                     if name != "train" and "train" in labels and set(c) - train_labels}},
         "scheme": normalise_report.get("scheme", {}),
         "duplicates": find_duplicates(flat, signatures, options.near_threshold, options.show),
-        "lengths": {name: {"words": _stats([len(it.text.split()) for it in items[name]]),
+        "lengths": {name: {"words": _stats([len(it.words) for it in items[name]]),
                            "characters": _stats([len(it.text) for it in items[name]]),
                            "longest": [dict(it.brief(), characters=len(it.text)) for it in
                                        sorted(items[name], key=lambda it: -len(it.text))[:3]]}
@@ -859,7 +858,7 @@ def run_check(inputs: Sequence[str], task: str = "auto", overrides: list[str] | 
                            max_length=max_length or cfg.encoding.max_length)
     noise = None
     if run_tree is not None:
-        items = {s: [Item(s, i, ex.as_text(), _where(ex)) for i, ex in enumerate(exs)] for s, exs in splits.items()}
+        items = {s: [Item(s, i, ex.as_text(), _where(ex), ex.word_list()) for i, ex in enumerate(exs)] for s, exs in splits.items()}
         all_labels = the_task.label_list([ex for exs in splits.values() for ex in exs])
         data_section = cfg.data.model_dump(mode="json")
         tree = dict(run_tree, data=data_section, task=dict(run_tree.get("task") or {}, type=cfg.task.type))

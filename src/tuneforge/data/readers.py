@@ -46,6 +46,10 @@ class TokenExample:
         """The sentence as one string: the raw text it came from, else its words joined (:func:`join_words`)."""
         return self.text if self.text is not None else join_words(self.words)[0]
 
+    def word_list(self) -> list[str]:
+        """The words as read (a character a word in a CJK file), not the whitespace runs of :meth:`as_text`."""
+        return self.words
+
 
 @dataclass
 class SchemeReport:
@@ -607,6 +611,10 @@ class TextExample:
     def as_text(self) -> str:
         """The text, and its pair after a tab when there is one (what duplicates are compared on)."""
         return self.text if self.text_pair is None else f"{self.text}\t{self.text_pair}"
+
+    def word_list(self) -> list[str]:
+        """Whitespace-separated words of the text and its pair."""
+        return self.as_text().split()
 
 
 TEXT_FORMATS = ("csv", "tsv", "jsonl", "text")
