@@ -175,3 +175,12 @@ def test_a_chinese_conll_file_counts_its_characters_as_words(tmp_path, tiny_bert
     unknown = {ch for ch in "我爱北京猫在" if tokenizer.unk_token_id in tokenizer(ch, add_special_tokens=False)["input_ids"]}
     assert unknown  # the tiny vocabulary has no CJK characters
     assert {w for w, _ in report["tokenizer"]["splits"]["train"]["top_unknown_words"]} == unknown
+
+
+def test_html_entities_left_in_scraped_text_are_counted_and_reported(tmp_path):
+    data = tmp_path / "tweets.csv"
+    data.write_text('text,label\nfish &amp; chips &lt;3,positive\n&quot;no&quot; she said,negative\n'
+                    "AT&T; is fine & so am I,neutral\nemoji &#128512; here,positive\n")
+    code, report, page = run_check(tmp_path, data)
+    assert code == 0 and report["characters"]["train"]["texts_with_html_entities"] == 3  # "AT&T;" is no escape
+    assert "HTML entities in train: 3 text(s) hold escapes such as &quot; or &amp;" in "\n".join(report["findings"])

@@ -264,11 +264,16 @@ def _stats(values: Sequence[float]) -> dict:
             "p95": float(np.percentile(arr, 95)), "p99": float(np.percentile(arr, 99)), "max": int(arr.max())}
 
 
+# text scraped from HTML and never unescaped (WNUT-16's tweets hold "&quot;", "&amp;", "&lt;3"): the
+# model sees "& quot ;" where the user wrote a quote; html.unescape on the data before training fixes it
+_HTML_ENTITY = r"&(?:[A-Za-z]{2,8}|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});"
+
+
 def character_classes(texts: Sequence[str]) -> dict:
     import regex
 
     counts = Counter()
-    with_url = with_emoji = with_mention = with_control = 0
+    with_url = with_emoji = with_mention = with_control = with_entity = 0
     for text in texts:
         for ch in text:
             if ch.isspace():
@@ -290,12 +295,13 @@ def character_classes(texts: Sequence[str]) -> dict:
         with_emoji += bool(regex.search(r"\p{Extended_Pictographic}", text))
         with_mention += bool(regex.search(_MENTION, text))
         with_control += bool(regex.search(r"[\p{Cc}\p{Cf}--[\t\n\r]]", text, flags=regex.V1))
+        with_entity += bool(regex.search(_HTML_ENTITY, text))
     total = counts["all"] or 1
     return {
         "characters": counts["all"],
         **{f"{k}_share": round(counts[k] / total, 4) for k in ("cjk", "latin", "digit", "punctuation", "emoji", "other")},
         "texts_with_url": with_url, "texts_with_emoji": with_emoji, "texts_with_mention": with_mention,
-        "texts_with_control_or_zero_width": with_control,
+        "texts_with_control_or_zero_width": with_control, "texts_with_html_entities": with_entity,
     }
 
 
@@ -478,6 +484,10 @@ def findings(report: dict) -> list[str]:
     for name, scheme in report["scheme"].items():
         if scheme.get("rewritten"):
             lines.append(f"scheme ({name}): read as {scheme['read_as']}; {scheme['rewritten']} tag(s) rewritten to IOB2")
+    for name, chars in report["characters"].items():
+        if chars.get("texts_with_html_entities"):
+            lines.append(f"HTML entities in {name}: {chars['texts_with_html_entities']} text(s) hold escapes such as "
+                         "&quot; or &amp; (text scraped from HTML and never unescaped; html.unescape fixes it)")
     for name, size in report["sizes"].items():
         if size["empty"]:
             lines.append(f"empty texts in {name}: {size['empty']}")
@@ -695,7 +705,8 @@ def render_html(report: dict) -> str:
         parts.append("<h2>Tokenizer</h2><p>No tokenizer given (<code>--tokenizer NAME_OR_PATH</code>, a config or "
                      "<code>--model RUN</code>): sub-word lengths and coverage not measured.</p>")
     keys = ("characters", "cjk_share", "latin_share", "digit_share", "punctuation_share", "emoji_share", "other_share",
-            "texts_with_url", "texts_with_emoji", "texts_with_mention", "texts_with_control_or_zero_width")
+            "texts_with_url", "texts_with_emoji", "texts_with_mention", "texts_with_control_or_zero_width",
+            "texts_with_html_entities")
     rows = "".join(f"<tr><th>{k.replace('_', ' ')}</th>" + "".join(_cell(report, "characters", s, k) for s in splits)
                    + "</tr>" for k in keys)
     parts.append(f"<h2>Characters</h2><table>{head}{rows}</table><img alt='character classes' src='{plots['characters']}'>")
