@@ -272,5 +272,6 @@ def test_bad_adversarial_blocks_are_one_line_errors(tiny_bert, ner_files, tmp_pa
     with pytest.raises(ConfigError, match="'adversarial.epsilon'"):
         tuneforge.train(dict(cfg, adversarial={"method": "pgd", "epsilon": 0}))
     assert RDropConfig(method="rdrop").weight == 1.0
+    assert json.loads(FGMConfig(method="fgm").model_dump_json()) == {"method": "fgm", "epsilon": 0.1, "weight": 1.0}
     assert json.loads(PGDConfig(method="pgd").model_dump_json()) == {
-        "method": "pgd", "epsilon": 1.0, "alpha": 0.3, "steps": 3, "weight": 1.0}
+        "method": "pgd", "epsilon": 0.1, "alpha": 0.03, "steps": 3, "weight": 1.0}
