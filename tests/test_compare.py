@@ -108,7 +108,8 @@ def test_export_merge_cli_and_bad_methods(tiny_bert, ner_files, tmp_path, capsys
     assert "--merge" in capsys.readouterr().err
 
 
-def test_compare_crosses_methods_with_adversarial_training_and_adds_robustness_columns(tiny_bert, ner_files, tmp_path):
+def test_compare_crosses_methods_with_adversarial_training_and_adds_robustness_columns(tiny_bert, ner_files, tmp_path,
+                                                                                       capsys):
     cfg = small(tiny_bert, ner_files, tmp_path / "cmp")
     cfg["adversarial"] = {"method": "fgm", "epsilon": 0.05}  # the fgm members keep the config's own block
     out, members = plan_members(cfg, ["full"], seeds=1, adversarial=["none", "fgm", "rdrop"],
@@ -136,3 +137,12 @@ def test_compare_crosses_methods_with_adversarial_training_and_adds_robustness_c
     assert header[:3] == ["method", "adversarial", "seeds"] and "perturbed_drop_f1_std" in header
     assert "## Robustness: test F1 on noisy copies (50% of words changed, noise seed 1)" in \
         result.files["compare.md"].read_text()
+    # a rerun reads the scores back (nothing is rescored); other noise settings rescore
+    capsys.readouterr()
+    compare(cfg, ["full"], seeds=1, adversarial=["none", "fgm", "rdrop"], overrides=["training.epochs=1"],
+            isolate=False, perturb="typo,drop", rate=0.5, perturb_seed=1)
+    assert "robustness " not in capsys.readouterr().out
+    compare(cfg, ["full"], seeds=1, adversarial=["none"], overrides=["training.epochs=1"],
+            isolate=False, perturb="typo,drop", rate=0.25, perturb_seed=1)
+    assert capsys.readouterr().out.count("robustness full seed 7: clean") == 1
+    assert json.loads((members[0].run_dir / "robustness.json").read_text())["rate"] == 0.25

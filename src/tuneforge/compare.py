@@ -135,6 +135,13 @@ def compare(
     return CompareResult(out_dir=out_dir, rows=rows)
 
 
+def same_robustness_settings(saved: dict, wanted: dict) -> bool:
+    """Whether a saved ``robustness.json`` was scored with ``wanted``'s perturbations (in order), rate and
+    seed. The file keeps the perturbations as a dict of results keyed by name, so compare the names."""
+    return (list(saved.get("perturbations") or []) == list(wanted["perturbations"])
+            and saved.get("rate") == wanted["rate"] and saved.get("seed") == wanted["seed"])
+
+
 def score_robustness(members: Sequence[Member], names: Sequence[str], rate: float, seed: int) -> None:
     """Each member's saved model on noisy copies of its test split -> ``MEMBER/robustness.json``
     (kept when it already holds these perturbations, rate and seed)."""
@@ -146,8 +153,7 @@ def score_robustness(members: Sequence[Member], names: Sequence[str], rate: floa
     test_sets: dict[str, list] = {}  # members on the same data share one read
     for member in members:
         path = member.run_dir / ROBUSTNESS_FILE
-        if path.exists() and {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items()
-                              if k in wanted} == wanted:
+        if path.exists() and same_robustness_settings(json.loads(path.read_text(encoding="utf-8")), wanted):
             continue
         key = json.dumps([member.config.task.model_dump(mode="json"), member.config.data.model_dump(mode="json")])
         if key not in test_sets:
