@@ -305,16 +305,16 @@ class Task:
         from ..data.perturb import perturb_examples
 
         seed = cfg.seed if cfg.seed is not None else self.cfg.training.seed
-        names, added, changed = cfg.perturb, [], {}
+        names, added, changed, words = cfg.perturb, [], {}, 0
         for copy in range(cfg.copies):
             for k, name in enumerate(names):
-                picked = [ex for i, ex in enumerate(examples) if (i + copy) % len(names) == k]
+                picked = examples[(k - copy) % len(names)::len(names)]  # the i with (i + copy) % len == k
                 if not picked:
                     continue
                 noisy, stats = perturb_examples(picked, name, cfg.rate, seed + copy, self)
                 added += noisy
                 changed[name] = changed.get(name, 0) + stats.changed
-        words = sum(len(self.example_words(ex)) for ex in examples) * cfg.copies
+                words += stats.words
         report = {"copies": cfg.copies, "added": len(added), "rate": cfg.rate, "seed": seed,
                   "words": words, "changed": changed}
         print(f"augment: {len(examples):,} training examples + {len(added):,} noisy copies; "
