@@ -1,8 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   fine-tune the bundled MiniLM on the bundled WNUT-16 tweets and print the report
-#   make test   create/update the environment, install, run the whole suite
+#   make test   create/update the environment, install, build the docs (mkdocs --strict), run the whole suite
 #   make demo-zh  teach the English MiniLM Chinese (vocabulary extension + masked-LM pre-training) and
-#                 fine-tune it on MSRA NER (README "Teaching an English model Chinese")
+#                 fine-tune it on MSRA NER (docs/chinese.md)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -46,7 +46,12 @@ demo-zh: $(VENV)/.zh
 	$(VENV)/bin/tuneforge train examples/zh-mlm-minilm.yaml --overwrite $(ZH_MLM_ARGS)
 	$(VENV)/bin/tuneforge train examples/msra-minilm-mlm.yaml --overwrite $(ZH_NER_ARGS)
 
+# mkdocs.yml: the docs/ pages, every link between them and the README's links must resolve. The site
+# goes to a temporary folder that is removed; no --quiet, which in mkdocs 1.6 hides the warnings
+# --strict counts (so nothing would fail).
 test: $(VENV)/.installed cjk-font $(CHROMIUM)
+	d=$$(mktemp -d) || exit 1; PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/mkdocs build --strict --site-dir "$$d"; \
+	  rc=$$?; rm -rf "$$d"; exit $$rc
 	$(PY) -m pytest -q --durations=10
 
 # Chinese label names in PNGs need a CJK font. Installed with apt when none is found and this runs
