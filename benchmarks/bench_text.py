@@ -67,7 +67,7 @@ def run_glue_anchor(cfg, data, output_dir: Path) -> dict:
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainingArguments, set_seed)
 
-    from tuneforge.paths import resolve_path
+    from tuneforge.artifacts.paths import resolve_path
 
     t = cfg.training
     set_seed(t.seed)

@@ -30,7 +30,7 @@ def one_run(system: str, seed: int, epochs: int, batch_size: int, lr: float, max
     from tuneforge.tasks import make_task
     from tuneforge.config import load_config
     from tuneforge.evaluation.metrics import entity_scores
-    from tuneforge.paths import resolve_path
+    from tuneforge.artifacts.paths import resolve_path
 
     overrides = [f"training.seed={seed}", f"training.epochs={epochs}", f"training.batch_size={batch_size}",
                  f"training.learning_rate={lr}", "training.progress=false",

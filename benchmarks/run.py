@@ -80,8 +80,8 @@ def utilisation(rows: list[dict], work: Path) -> dict:
     from tuneforge.tasks import make_task
     from tuneforge.config import load_config
     from tuneforge.data.encode import encode_examples
-    from tuneforge.models import load_tokenizer
-    from tuneforge.paths import resolve_path
+    from tuneforge.runtime.models import load_tokenizer
+    from tuneforge.artifacts.paths import resolve_path
     from utilisation import measured_matmul_peak, training_flops
 
     cfg = load_config(CONFIG)
@@ -222,7 +222,7 @@ def _replace_generated(path: Path, report: str) -> None:
     The file's other sections (earlier measurements, profiles, lever by lever) are written by
     people; a bench run replaces only its own block (or writes the whole file if it has no markers).
     """
-    from tuneforge.paths import atomic_write_text
+    from tuneforge.artifacts.paths import atomic_write_text
 
     block = f"{START}\n{report}{END}\n"
     text = path.read_text(encoding="utf-8") if path.exists() else ""

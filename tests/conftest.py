@@ -56,7 +56,7 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_bert):
-    from tuneforge.models import load_tokenizer
+    from tuneforge.runtime.models import load_tokenizer
 
     return load_tokenizer(str(tiny_bert))
 

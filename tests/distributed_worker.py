@@ -53,7 +53,7 @@ def audit_writes(run_root: str, log: list) -> None:
 
 
 def run(plan: dict) -> dict:
-    from tuneforge import distributed
+    from tuneforge.runtime import distributed
 
     rank = int(os.environ["RANK"])
     seen: dict = {"rank": rank, "world_size": int(os.environ["WORLD_SIZE"]), "writes": []}

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from tuneforge.active import select, simulate, suggest, uncertainty_scores, unit_uncertainty, savings
-from tuneforge.tasks.base import Units
+from tuneforge.workflows.active import select, simulate, suggest, uncertainty_scores, unit_uncertainty, savings
+from tuneforge.tasks.predictor import Units
 
 from conftest import NER_SENTENCES, tiny_config, write_conll
 

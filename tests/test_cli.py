@@ -97,7 +97,7 @@ def test_atomic_outputs_get_the_usual_permissions_not_the_temp_files_0600(tmp_pa
     import os
     import stat
 
-    from tuneforge.paths import atomic_dir, atomic_write_text
+    from tuneforge.artifacts.paths import atomic_dir, atomic_write_text
 
     old = os.umask(0o022)
     try:

@@ -10,7 +10,7 @@ import yaml
 
 from tuneforge.training.callbacks import StepFunction
 from tuneforge.cli import main
-from tuneforge.compare import compare, plan_members
+from tuneforge.workflows.compare import compare, plan_members
 from tuneforge.errors import ConfigError
 from tuneforge.methods import get_method
 

@@ -12,10 +12,10 @@ import torch
 import yaml
 
 import tuneforge
-from tuneforge.artifacts import load_model
+from tuneforge.loading import load_model
 from tuneforge.cli import main
 from tuneforge.config import config_from_dict
-from tuneforge.continual import load_plan, run_continual
+from tuneforge.workflows.continual import load_plan, run_continual
 from tuneforge.data.encode import Collator, encode_examples
 from tuneforge.data.readers import TokenExample, read_token_file
 from tuneforge.driver import build_prepared_model, initial_labels
@@ -103,7 +103,7 @@ def test_grown_head_keeps_old_rows_bit_identical(tiny_bert, tmp_path, method):
 
 
 def test_masked_o_words_leave_unannotated_types_out_of_the_loss(tiny_bert, tiny_tokenizer):
-    from tuneforge.models import load_token_classifier
+    from tuneforge.runtime.models import load_token_classifier
 
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     ex = TokenExample(words="john went to paris".split(), tags=["O", "O", "O", "B-LOC"], annotated=("LOC",))
@@ -197,7 +197,7 @@ def test_ewc_holds_no_new_head_rows():
 
 
 def test_lwf_with_the_same_model_as_teacher_gives_zero_distillation_loss(tiny_bert, tiny_tokenizer):
-    from tuneforge.models import load_sequence_classifier, load_token_classifier
+    from tuneforge.runtime.models import load_sequence_classifier, load_token_classifier
 
     ner = make_task(config_from_dict(tiny_config(tiny_bert, tiny_bert, tiny_bert / "unused")))
     torch.manual_seed(0)
@@ -264,7 +264,7 @@ def test_naive_forgets_and_replay_and_ewc_forget_less(tiny_bert, tmp_path):
 
 
 def test_an_interrupted_sequence_resumes_exactly(tiny_bert, tmp_path, monkeypatch):
-    import tuneforge.continual as continual
+    import tuneforge.workflows.continual as continual
 
     cfg = continual_config(tiny_bert, tmp_path, ["replay"], replay={"memory_size": 3, "per_batch": 1})
     cfg["training"]["epochs"] = 2

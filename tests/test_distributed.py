@@ -54,7 +54,7 @@ def test_process_shares_cover_each_batch_once_with_equal_step_counts():
 
 
 def test_shares_of_a_list_are_contiguous_and_complete():
-    from tuneforge.distributed import share
+    from tuneforge.runtime.distributed import share
 
     for n in (0, 1, 5, 8):
         cuts = [share(n, r, 3) for r in range(3)]
@@ -150,7 +150,7 @@ def train_lengths(runs) -> list[int]:
     """Token lengths of the training windows (one per sentence here), as the loop batches them."""
     from tuneforge.data.encode import encode_examples
     from tuneforge.data.readers import read_token_file
-    from tuneforge.models import load_tokenizer
+    from tuneforge.runtime.models import load_tokenizer
 
     examples = read_token_file(runs["plan"]["recorded"]["data"]["train"])
     windows, _ = encode_examples(examples, load_tokenizer(str(runs["bert"])), None, 32, 8)

@@ -164,7 +164,7 @@ def test_zero_shot_similarity_scores_are_softmaxed_cosines_and_load_like_a_class
 
 @pytest.mark.slow
 def test_zero_shot_with_the_bundled_minilm_on_easy_cases(tmp_path):
-    from tuneforge.paths import resolve_path
+    from tuneforge.artifacts.paths import resolve_path
 
     write_texts(tmp_path / "test.csv", [("I love this, what a wonderful happy day!", "positive"),
                                          ("This is awful, I hate it and I am so angry.", "negative"),
@@ -272,7 +272,7 @@ def test_prototype_head_is_the_nearest_prototype_classifier(tiny_bert, ner_files
 
 
 def test_curve_has_one_row_per_approach_and_k_with_its_seed_count(tiny_bert, topic_files, tmp_path):
-    from tuneforge.curve import curve, parse_ks
+    from tuneforge.workflows.curve import curve, parse_ks
 
     cfg = text_config(tiny_bert, topic_files, tmp_path / "unused", epochs=1)
     cfg["data"]["label_descriptions"] = {"place": "a city", "company": "google"}

@@ -116,7 +116,7 @@ def test_bad_rows_name_the_row_and_data_check_counts_them(tmp_path):
     missing.to_parquet(str(tmp_path / "missing.parquet"))
     with pytest.raises(DataError, match=r"missing\.parquet:1: tag -1 has no name \(missing label"):
         read_token_file(tmp_path / "missing.parquet")
-    from tuneforge.data.checks import run_check
+    from tuneforge.workflows.checks import run_check
 
     report, _ = run_check([path], out=tmp_path / "check")
     assert report["task"] == "token_classification"
@@ -204,7 +204,7 @@ def test_data_check_and_convert_take_datasets(tmp_path, capsys):
     texts = datasets.Dataset.from_dict({"text": ["great app", "slow again"], "label": [1, 0]}, features=datasets.Features(
         {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}))
     texts.save_to_disk(str(tmp_path / "texts"))
-    from tuneforge.data.checks import run_check
+    from tuneforge.workflows.checks import run_check
 
     report, _ = run_check([f"hf:{tmp_path / 'texts'}"], out=tmp_path / "check")
     assert report["task"] == "text_classification" and report["labels"]["space"] == ["neg", "pos"]

@@ -272,7 +272,7 @@ def test_a_tampered_checkpoint_is_named_not_unpickled(tiny_bert, tmp_path):
     import torch
 
     from tuneforge.errors import TuneforgeError
-    from tuneforge.models import load_token_classifier
+    from tuneforge.runtime.models import load_token_classifier
     from tuneforge.training.checkpoint import CHECKPOINT_DIR, load_checkpoint, rank_state, save_checkpoint
 
     model = load_token_classifier(str(tiny_bert), ["O", "B-PER", "I-PER"], announce_new_head=False)
@@ -289,9 +289,9 @@ def test_a_tampered_checkpoint_is_named_not_unpickled(tiny_bert, tmp_path):
 
 
 def test_saved_model_files_get_the_usual_permissions(tiny_bert, tiny_tokenizer, tmp_path):
-    from tuneforge.artifacts import save_model
+    from tuneforge.artifacts.model_folder import save_model
     from tuneforge.methods import get_method
-    from tuneforge.models import load_token_classifier
+    from tuneforge.runtime.models import load_token_classifier
 
     model = load_token_classifier(str(tiny_bert), ["O", "B-PER", "I-PER"], announce_new_head=False)
     old = os.umask(0o022)
@@ -307,10 +307,11 @@ def test_saved_model_files_get_the_usual_permissions(tiny_bert, tiny_tokenizer, 
 def test_a_run_folder_cannot_switch_on_remote_code(tiny_bert, tiny_tokenizer, tmp_path, monkeypatch):
     import inspect
 
-    from tuneforge import artifacts
+    from tuneforge import loading
+    from tuneforge.artifacts.model_folder import save_model
     from tuneforge.methods import get_method
-    from tuneforge.models import load_token_classifier
-    from tuneforge.tasks import token_classification as token_task
+    from tuneforge.runtime.models import load_token_classifier
+    from tuneforge.tasks.token_classification import task as token_task
 
     labels = ["O", "B-PER", "I-PER"]
     method = get_method("bitfit")
@@ -318,7 +319,7 @@ def test_a_run_folder_cannot_switch_on_remote_code(tiny_bert, tiny_tokenizer, tm
     meta = {"task": "token_classification", "labels": labels, "max_length": 32, "stride": 8,
             "base_model": {"name_or_path": str(tiny_bert), "revision": None, "trust_remote_code": True},
             "method_config": {"name": "bitfit"}}
-    artifacts.save_model(tmp_path / "model", model, tiny_tokenizer, method, meta)
+    save_model(tmp_path / "model", model, tiny_tokenizer, method, meta)
     seen = []
 
     def recording_loader(*args, **kwargs):
@@ -326,8 +327,8 @@ def test_a_run_folder_cannot_switch_on_remote_code(tiny_bert, tiny_tokenizer, tm
         return load_token_classifier(*args, **kwargs)
 
     monkeypatch.setattr(token_task, "load_token_classifier", recording_loader)
-    artifacts.load_model(tmp_path, device="cpu")
-    artifacts.load_model(tmp_path, device="cpu", trust_remote_code=True)
+    loading.load_model(tmp_path, device="cpu")
+    loading.load_model(tmp_path, device="cpu", trust_remote_code=True)
     assert seen == [False, True]  # the file's true is ignored; only the caller's flag counts
 
 
@@ -338,7 +339,7 @@ def test_a_run_folder_cannot_switch_on_remote_code(tiny_bert, tiny_tokenizer, tm
 def test_position_limits_with_roberta_offsets():
     from transformers import BertConfig, DebertaV2Config, GPT2Config, RobertaConfig
 
-    from tuneforge.models import check_max_length, position_limit
+    from tuneforge.runtime.models import check_max_length, position_limit
 
     assert position_limit(BertConfig(max_position_embeddings=512)) == 512
     assert position_limit(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512

@@ -153,7 +153,7 @@ def test_doccano_task_is_guessed_from_the_whole_file(tmp_path, capsys):
     only_entities.write_text(json.dumps({"text": "no entity", "entities": []}) + "\n"
                              + json.dumps({"text": "Bob", "entities": [{"start_offset": 0, "end_offset": 3,
                                                                         "label": "PER"}]}) + "\n")
-    from tuneforge.data.checks import guess_task
+    from tuneforge.workflows.checks import guess_task
 
     assert guess_task(str(only_entities)) == "token_classification"
     # a classification export whose first text has no label yet is still classification

@@ -12,11 +12,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tuneforge.artifacts import export_merged, load_model, save_model
+from tuneforge.artifacts.model_folder import save_model
+from tuneforge.loading import export_merged, load_model
 from tuneforge.config import config_from_dict, method_config_from_dict
 from tuneforge.errors import ConfigError, TuneforgeError
 from tuneforge.methods import count_parameters, get_method
-from tuneforge.models import load_token_classifier
+from tuneforge.runtime.models import load_token_classifier
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "B-PER", "I-PER"]
 HIDDEN, FFN, LAYERS = 32, 64, 2

@@ -89,7 +89,7 @@ def test_methods_export_folded_or_as_they_run(tiny_bert, tmp_path, method):
 
 
 def tuneforge_export(run, out):
-    from tuneforge.onnx_engine import export_onnx
+    from tuneforge.loading import export_onnx
 
     return export_onnx(run, out)
 

@@ -17,7 +17,7 @@ from tuneforge.data.perturb import (
 )
 from tuneforge.data.readers import TextExample, read_token_file
 from tuneforge.errors import TuneforgeError
-from tuneforge.paths import resolve_path
+from tuneforge.artifacts.paths import resolve_path
 from tuneforge.tasks import TextClassification, TokenClassification
 
 from conftest import tiny_config

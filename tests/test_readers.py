@@ -267,7 +267,7 @@ def test_a_training_set_with_only_o_is_refused(tmp_path):
 def test_an_unreadable_data_file_is_one_error(tmp_path, monkeypatch):
     import builtins
 
-    from tuneforge.data import readers
+    from tuneforge.data import records as readers  # the module that opens data files
 
     path = write(tmp_path, "a.conll", "John\tB-PER\n")
 

@@ -24,11 +24,11 @@ import pytest
 import torch
 
 import tuneforge
-from tuneforge.artifacts import save_model
+from tuneforge.artifacts.model_folder import save_model
 from tuneforge.cli import main
 from tuneforge.config import method_config_from_dict
 from tuneforge.methods import get_method
-from tuneforge.models import load_sequence_classifier, load_token_classifier
+from tuneforge.runtime.models import load_sequence_classifier, load_token_classifier
 from tuneforge.serving import ServeOptions, create_app, load_models
 from tuneforge.serving.batcher import MicroBatcher
 

@@ -12,11 +12,13 @@ import torch
 import yaml
 
 import tuneforge
-from tuneforge.config import TaskOptions, config_from_dict
+from tuneforge.config import config_from_dict
+from tuneforge.schema import TaskOptions
 from tuneforge.errors import ConfigError
-from tuneforge.paths import atomic_write_text
+from tuneforge.artifacts.paths import atomic_write_text
 from tuneforge.tasks import REGISTRY, register_task
-from tuneforge.tasks.base import Predictor, Task
+from tuneforge.tasks.base import Task
+from tuneforge.tasks.predictor import Predictor
 
 from conftest import tiny_config
 

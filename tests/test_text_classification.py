@@ -14,7 +14,7 @@ from tuneforge.cli import main
 from tuneforge.data.encode import encode_texts, long_text_spans
 from tuneforge.data.readers import TextExample, read_text_file
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.models import load_sequence_classifier
+from tuneforge.runtime.models import load_sequence_classifier
 from tuneforge.tasks.text_classification import (
     TextClassifier,
     class_weight_vector,
@@ -184,7 +184,7 @@ def test_chinese_character_vocabulary_and_mixed_text(tmp_path):
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
-    loaded = tuneforge.models.load_tokenizer(str(folder))
+    loaded = tuneforge.runtime.models.load_tokenizer(str(folder))
     assert loaded.tokenize("我喜欢这个app") == ["我", "喜", "欢", "这", "个", "app"]  # one token per character
 
     data = write_jsonl(tmp_path / "reviews.jsonl", [{"text": t, "label": y} for t, y in texts])
@@ -221,7 +221,7 @@ LONG = " ".join("abcdefghijklmnopqrstuvwxyz0123456789")  # 36 one-token words
 
 @pytest.fixture(scope="module")
 def fresh_classifier(tiny_bert):
-    from tuneforge.models import load_tokenizer
+    from tuneforge.runtime.models import load_tokenizer
 
     torch.manual_seed(0)
     model = load_sequence_classifier(str(tiny_bert), ["a", "b"]).eval()

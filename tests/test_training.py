@@ -227,7 +227,7 @@ def test_a_failed_start_does_not_block_the_rerun_and_resume_names_the_changed_ke
 
 
 def test_two_runs_into_one_folder_at_once_are_refused(tiny_bert, ner_files, tmp_path):
-    from tuneforge.run_folder import locked
+    from tuneforge.artifacts.run_folder import locked
 
     cfg = tiny_config(tiny_bert, ner_files, tmp_path / "run", epochs=1)
     with locked(tmp_path / "run"):  # as a running process holds it

@@ -12,7 +12,7 @@ import torch
 
 import tuneforge
 from tuneforge.errors import TuneforgeError
-from tuneforge.vocab import count_candidates, extend_vocabulary, token_stats
+from tuneforge.data.vocab import count_candidates, extend_vocabulary, token_stats
 
 from conftest import write_conll
 
@@ -140,7 +140,7 @@ def test_vocab_block_and_lora_train_exactly_the_new_rows(tiny_bert, tmp_path):
     assert vocab["added"] == 4 and vocab["stats"]["dev"]["after"]["unk"] == 0
     assert result.metrics["model"] == str(tiny_bert)  # what the config named; the extended copy is RUN/vocab
 
-    from tuneforge.artifacts import export_merged
+    from tuneforge.loading import export_merged
 
     merged = export_merged(result.run_dir, tmp_path / "merged")
     base = AutoModelForMaskedLM.from_pretrained(result.run_dir / "vocab").get_input_embeddings().weight

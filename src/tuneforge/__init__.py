@@ -9,9 +9,9 @@
 from .api import RunResult, TextClassifier, TokenClassifier, evaluate, load, predict, serve, train
 from .config import Config, load_config
 from .errors import ConfigError, DataError, TuneforgeError
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "Config", "ConfigError", "DataError", "RunResult", "TextClassifier", "TokenClassifier", "TuneforgeError",
-    "evaluate", "load", "load_config", "predict", "serve", "train",
+    "__version__", "evaluate", "load", "load_config", "predict", "serve", "train",
 ]

@@ -10,13 +10,16 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .artifacts import load_predictor
 from .config import Config, config_from_dict, load_config
 from .driver import RunResult, train_run
-from .tasks.base import Predictor, check_read_options, evaluate_across_processes
+from .loading import load_predictor
+from .tasks import get_task
+from .tasks.capabilities import Perturbable, require
+from .tasks.predictor import Predictor, check_read_options, evaluate_across_processes
 from .tasks.text_classification import TextClassifier
 from .tasks.token_classification import TokenClassifier
 from .training.callbacks import Callback
+from .evaluation.robustness import robustness
 
 __all__ = ["RunResult", "TextClassifier", "TokenClassifier", "evaluate", "load", "predict", "serve", "train"]
 
@@ -78,9 +81,9 @@ def evaluate(
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     metrics["runtime"] = dict(predictor.runtime)
     if perturb:
-        from .evaluation.robustness import robustness
-
-        metrics["robustness"] = robustness(predictor, examples, perturb, rate, seed, batch_size, clean=metrics)
+        task = get_task(predictor.task_name)
+        require(task, Perturbable, "--perturb")
+        metrics["robustness"] = robustness(predictor, task, examples, perturb, rate, seed, batch_size, clean=metrics)
     return metrics, report
 
 
@@ -89,8 +92,8 @@ def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000,
     """Serve run folders over HTTP until interrupted (``tuneforge serve``); ``runs`` items may be
     ``NAME=RUN``. ``options``: :class:`tuneforge.serving.ServeOptions` fields (``max_batch_size``,
     ``max_wait_ms``, ``max_texts``, ``api_key``...)."""
-    from .serving import ServeOptions, create_app, load_models
-    from .serving import serve as run_server
+    from .serving import ServeOptions, create_app, load_models  # deferred: FastAPI and uvicorn load when a server starts
+    from .serving import serve as run_server  # deferred: as above
 
     models = load_models([str(r) for r in runs], device=device, precision=precision, share=share, engine=engine)
     run_server(create_app(models, ServeOptions(**options)), host=host, port=port)

@@ -33,20 +33,26 @@ from typing import Sequence
 
 import torch
 
-from . import distributed, run_folder
-from .artifacts import META_FILE, MODEL_DIR, _portable_base_path, continue_from, load_predictor, read_meta, save_model
-from .config import Config, TrainingConfig
+from .artifacts import run_folder
+from .runtime import distributed
+from .artifacts.model_folder import META_FILE, MODEL_DIR, portable_base_path, read_meta, save_model
+from .loading import continue_from, load_predictor
+from .config import Config, load_config
+from .schema import TrainingConfig
 from .errors import ConfigError
 from .methods import count_parameters, get_method
-from .models import check_max_length
-from .paths import atomic_write_bytes, atomic_write_text
+from .runtime.models import check_max_length
+from .artifacts.paths import atomic_write_bytes, atomic_write_text
 from .tasks import Task, make_task
-from .tasks.base import evaluate_across_processes
+from .tasks.predictor import evaluate_across_processes
 from .training.callbacks import Callback, TrainData
 from .training.checkpoint import CHECKPOINT_DIR
-from .training.loop import LoopResult, resolve_precision, train_loop
+from .runtime.precision import resolve_precision
+from .training.batch import LoopTask
+from .training.loop import LoopResult, train_loop
 from .training.regimes import regime_callbacks
-from .vocab import extend_for_run
+from .data.vocab import extend_for_run
+from .evaluation.plots import render_training_curves_png
 
 
 @dataclass
@@ -74,7 +80,7 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
     """Train as ``cfg`` says into ``cfg.output_dir``; returns the run folder and its metrics.
 
     In a run of several processes every process calls this: each reads the data and builds the model;
-    process 0 alone prepares the run folder, writes files and prints (:mod:`tuneforge.distributed`);
+    process 0 alone prepares the run folder, writes files and prints (:mod:`tuneforge.runtime.distributed`);
     every process returns the same metrics.
     """
     if distributed.launched_distributed():
@@ -82,10 +88,9 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
     run_dir = Path(cfg.output_dir)
     # Process 0 alone locks, checks and plans the folder; every process trains into the same target.
     with run_folder.locked(run_dir) if distributed.is_main() else nullcontext():
-
         def plan() -> str:
             if resume:
-                run_folder.check_resumable_config(run_dir, cfg)
+                check_resumable_config(run_dir, cfg)
             # an --overwrite run trains beside the old one and replaces it only when it has finished
             return str(run_folder.plan(run_dir, resume, overwrite)[0])
 
@@ -158,12 +163,13 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
         result = LoopResult(best_score=None, best_epoch=None, epochs_run=0, stopped_early=False,
                             precision=precision, metric_for_best=metric)
     else:
+        loop_task = LoopTask(collate=task.collator(tokenizer), save_best=save_best,
+                             evaluate=evaluate_dev if dev else None, compute_loss=task.loss,
+                             loss_units=task.loss_units, metric_for_best=metric, greater_is_better=greater)
         result = train_loop(
-            model, items, lengths, task.collator(tokenizer), cfg.training, run_dir,
-            evaluate_dev if dev else None, save_best, resume=resume,
-            callbacks=[*task.callbacks(), *regime_callbacks(cfg, task), *callbacks], compute_loss=task.loss,
-            metric_for_best=metric, greater_is_better=greater, tracker_config=_flat_config(cfg),
-            loss_units=task.loss_units,
+            model, items, lengths, cfg.training, run_dir, loop_task, precision=precision, resume=resume,
+            callbacks=[*task.callbacks(), *regime_callbacks(cfg, task), *callbacks],
+            tracker_config=_flat_config(cfg),
         )
 
     # Final numbers come from the saved best model, read back from disk: what users will load.
@@ -195,7 +201,6 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
     if distributed.is_main():
         for name, examples, predictions in outputs:
             task.write_outputs(run_dir, name, examples, predictions, metrics[name], predictor)
-        from .evaluation.plots import render_training_curves_png
 
         if result.epochs_run:
             atomic_write_bytes(run_dir / "curves.png", render_training_curves_png(result, cfg.training.epochs))
@@ -203,6 +208,21 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
         atomic_write_text(run_dir / "report.txt", "\n".join(report_parts))
         shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     return distributed.broadcast(metrics)
+
+
+def check_resumable_config(run_dir: Path, cfg) -> None:
+    """A resumed run must continue with the config it started with; name the keys that differ."""
+    saved_file = Path(run_dir) / "config.yaml"
+    if not saved_file.exists():
+        return
+    saved = load_config(saved_file).model_dump(mode="json", exclude={"output_dir"})
+    diffs = run_folder.config_differences(saved, cfg.model_dump(mode="json", exclude={"output_dir"}))
+    if diffs:
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise ConfigError(
+            f"{saved_file}: the config differs from the one this run started with: {'; '.join(diffs[:3])}{more}; "
+            "resume with the same config or start a new output_dir"
+        )
 
 
 def initial_labels(cfg: Config, task: Task) -> list[str] | None:
@@ -215,7 +235,7 @@ def initial_labels(cfg: Config, task: Task) -> list[str] | None:
     if meta.get("task", task.name) != task.name:
         raise ConfigError(f"model.init_from: {run} is a {meta['task']} model; this run is {task.name}")
     base = (meta.get("base_model") or {}).get("name_or_path")
-    if base is not None and base != _portable_base_path(cfg.model.name_or_path):
+    if base is not None and base != portable_base_path(cfg.model.name_or_path):
         raise ConfigError(f"model.init_from: {run} was trained from {base}, not {cfg.model.name_or_path}; "
                           "set model.name_or_path to its base model")
     saved_method = meta.get("method_config") or {"name": meta.get("method", "full")}

@@ -1,9 +1,9 @@
 """``tuneforge data check``: know your data before a model learns from it.
 
-One report, as JSON (``report.json``) and as one self-contained HTML page (``report.html``: tables,
-plots inline as PNG data URIs, no network), for any task. The task answers the questions only it
-can (:class:`tuneforge.tasks.base.Task`: how to read and normalise, label counts, a label
-signature per example, token ids as its model reads them, what happens to long inputs); the rest
+One report, as JSON (``report.json``) and as one self-contained HTML page (``report.html``, written by
+:mod:`.check_report`: tables, plots inline as PNG data URIs, no network), for any task. The task answers
+the questions only it can (:class:`tuneforge.tasks.base.Task`: how to read and normalise, label counts,
+a label signature per example, token ids as its model reads them, what happens to long inputs); the rest
 works on each example's text (``as_text()``) and is the same for every task:
 
 - **sizes** per split, and **malformed records** (every one, with file:line; read leniently via
@@ -24,7 +24,9 @@ works on each example's text (``as_text()``) and is the same for every task:
 - **tokenizer coverage**: the share of tokens that are the unknown token, and the words behind them;
 - **label noise** (with ``--model RUN``): k-fold cross-validation with that run's config; a unit
   (word or label) whose held-out prediction differs from its gold label with probability >= the
-  threshold is a candidate.
+  threshold is a candidate (trained in :mod:`tuneforge.workflows.checks`, which also picks the task).
+
+This module holds the checks themselves, given a task and its examples: it trains nothing, picks no task.
 
 ``--strict`` fails (exit 1) when there is leakage (a dev/test text whose exact or normalised text
 is in train, or in another evaluation split) or a malformed record.
@@ -32,8 +34,6 @@ is in train, or in another evaluation split) or a malformed record.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import unicodedata
 from collections import Counter, defaultdict
@@ -43,7 +43,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..artifacts.paths import resolve_path
 from ..errors import DataError, TuneforgeError
+from .hf_datasets import dataset_format, sample_rows
+from .records import collect_bad_records
 
 NEAR_THRESHOLD = 0.8
 SHINGLE = 5
@@ -84,6 +87,12 @@ def _where(ex) -> str:
     return f"{source}:{line}" if source else f"#{line}"
 
 
+def items_of(splits: dict[str, list]) -> dict[str, list[Item]]:
+    """Each split's examples as :class:`Item` (split, index, text, file:line, words)."""
+    return {name: [Item(name, i, ex.as_text(), _where(ex), ex.word_list()) for i, ex in enumerate(exs)]
+            for name, exs in splits.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading
 
@@ -93,8 +102,6 @@ def read_for_check(task) -> tuple[dict[str, list], dict[str, list[DataError]], d
 
     Empty splits are dropped. A split cut from one file (``data.split``) shares that file's malformed records.
     """
-    from .readers import collect_bad_records
-
     with collect_bad_records() as bad:
         splits, report = task.read_splits()
         read_bad = list(bad)
@@ -111,8 +118,6 @@ def read_for_check(task) -> tuple[dict[str, list], dict[str, list[DataError]], d
 
 
 def _same_file(a: str, b: str) -> bool:
-    from ..paths import resolve_path
-
     try:
         return Path(a).resolve() == Path(resolve_path(b)).resolve()
     except (OSError, TuneforgeError):
@@ -340,77 +345,13 @@ def tokenizer_section(task, tokenizer, examples: Sequence, items: Sequence[Item]
 
 
 # ---------------------------------------------------------------------------------------------
-# Label noise
-
-
-def label_noise(task, config_tree: dict, examples_by_split: dict[str, list], items_by_split: dict[str, list[Item]],
-                out_dir: Path, folds: int = 5, threshold: float = 0.9, overrides: list[str] | None = None,
-                labels: list[str] | None = None, seed: int = 0, show: int = SHOW) -> dict:
-    """k-fold cross-validation over every example of every split with ``config_tree`` (a run's config):
-    each fold trains an ordinary run on the other folds and predicts its own; units whose held-out
-    prediction confidently (>= ``threshold``) differs from the gold label are candidates."""
-    import copy
-    import random
-
-    from ..artifacts import load_predictor
-    from ..multirun import run_finished, train_config
-    from ..config import _merge, config_from_dict, parse_overrides
-
-    pool = [(split, k) for split, exs in examples_by_split.items() for k in range(len(exs))]
-    if folds < 2 or folds > len(pool):
-        raise TuneforgeError(f"--folds {folds}: give between 2 and the number of examples ({len(pool)})")
-    order = list(range(len(pool)))
-    random.Random(seed).shuffle(order)
-    fold_of = {idx: f % folds for f, idx in enumerate(order)}
-    settled = _merge(config_tree, parse_overrides(overrides))
-    candidates: list[dict] = []
-    units_checked = 0
-    for f in range(folds):
-        run_dir = out_dir / "noise" / f"fold{f}"
-        held = [pool[i] for i in range(len(pool)) if fold_of[i] == f]
-        train = [examples_by_split[s][k] for i, (s, k) in enumerate(pool) if fold_of[i] != f]
-        if not run_finished(run_dir):
-            train_file = out_dir / "noise" / "data" / f"fold{f}.jsonl"
-            read_back = task.write_labelled(train, train_file)
-            member = copy.deepcopy(settled)
-            section = {k: v for k, v in (member.get("data") or {}).items()
-                       if k not in ("split", "max_train_examples", "dev", "test")}
-            member["data"] = {**section, **read_back, "train": str(train_file), "dev": None, "test": None,
-                              "labels": labels}
-            member["output_dir"] = str(run_dir)
-            train_config(config_from_dict(member, source=f"label-noise fold {f}"), isolate=False)
-        predictor = load_predictor(run_dir, precision="fp32")
-        held_examples = [examples_by_split[s][k] for s, k in held]
-        for (s, k), units in zip(held, predictor.units(held_examples)):
-            units_checked += len(units.names)
-            flagged = []
-            for u, (name, probs) in enumerate(zip(units.names, units.probabilities)):
-                gold = units.gold[u] if units.gold else -1
-                pred = int(np.argmax(probs))
-                if pred != gold and probs[pred] >= threshold:
-                    flagged.append({"unit": name, "position": u,
-                                    "gold": units.classes[gold] if gold >= 0 else "(unknown to the fold's model)",
-                                    "predicted": units.classes[pred], "probability": round(float(probs[pred]), 4)})
-            if flagged:
-                item = items_by_split[s][k]
-                candidates.append(dict(item.brief(), fold=f, units=flagged,
-                                       score=max(x["probability"] for x in flagged)))
-    candidates.sort(key=lambda c: -c["score"])
-    return {"method": f"{folds}-fold cross-validation with the run's config; a unit is a candidate when the held-out "
-                      f"model's most likely class differs from the gold one with probability >= {threshold}",
-            "folds": folds, "threshold": threshold, "examples_checked": len(pool), "units_checked": units_checked,
-            "candidates": len(candidates), "units_flagged": sum(len(c["units"]) for c in candidates),
-            "examples": candidates[: max(show, 25)]}
-
-
-# ---------------------------------------------------------------------------------------------
 # The whole report
 
 
 def check(task, splits: dict[str, list], malformed: dict[str, list[DataError]], normalise_report: dict,
           options: CheckOptions, noise: dict | None = None) -> dict:
     """The report as a JSON-ready dict (see the module docstring)."""
-    items = {name: [Item(name, i, ex.as_text(), _where(ex), ex.word_list()) for i, ex in enumerate(exs)] for name, exs in splits.items()}
+    items = items_of(splits)
     flat = [it for name in splits for it in items[name]]
     signatures = [task.label_signature(ex) for name in splits for ex in splits[name]]
     labels = {name: task.label_counts(exs) for name, exs in splits.items()}
@@ -519,239 +460,7 @@ def strict_failures(report: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# HTML
-
-
-def _png(fig) -> str:
-    from ..evaluation.plots import png_bytes
-
-    return "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi=100, close=True)).decode("ascii")
-
-
-def _plots(report: dict) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..evaluation.plots import CJK_FONTS, cjk_fonts
-
-    cjk_fonts()
-    plots = {}
-    with matplotlib.rc_context({"font.sans-serif": CJK_FONTS + list(matplotlib.rcParams["font.sans-serif"])}):
-        per_split = report["labels"]["per_split"]
-        names = list(dict.fromkeys(label for counts in per_split.values() for label in counts))[:40]
-        if names:
-            fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names) + 2), 3.6))
-            width = 0.8 / max(1, len(per_split))
-            for k, (split, counts) in enumerate(per_split.items()):
-                total = sum(counts.values()) or 1
-                ax.bar(np.arange(len(names)) + k * width, [counts.get(n, 0) / total for n in names], width, label=split)
-            ax.set_xticks(np.arange(len(names)) + width * (len(per_split) - 1) / 2, names, rotation=45, ha="right")
-            ax.set_ylabel("share of the split's labels")
-            ax.legend()
-            ax.set_title("Label distribution per split")
-            fig.tight_layout()
-            plots["labels"] = _png(fig)
-        tok = report.get("tokenizer")
-        if tok:
-            fig, ax = plt.subplots(figsize=(7, 3.4))
-            for split, entry in tok["splits"].items():
-                ax.hist(entry["_lengths"], bins=40, alpha=0.5, label=split)
-            ax.axvline(report["max_length"], color="red", linestyle="--", label=f"max_length {report['max_length']}")
-            ax.set_xlabel("sub-word tokens per input (special tokens included)")
-            ax.set_ylabel("inputs")
-            ax.set_yscale("log")
-            ax.legend()
-            ax.set_title("Sub-word lengths")
-            fig.tight_layout()
-            plots["lengths"] = _png(fig)
-        classes = ["cjk", "latin", "digit", "punctuation", "emoji", "other"]
-        fig, ax = plt.subplots(figsize=(7, 0.6 * len(report["characters"]) + 1.4))
-        left = np.zeros(len(report["characters"]))
-        for cls in classes:
-            values = np.array([c[f"{cls}_share"] for c in report["characters"].values()])
-            ax.barh(list(report["characters"]), values, left=left, label=cls)
-            left += values
-        ax.set_xlabel("share of non-space characters")
-        ax.legend(ncol=6, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35))
-        ax.set_title("Character classes")
-        fig.tight_layout()
-        plots["characters"] = _png(fig)
-    return plots
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else html.escape(str(value))
-
-
-def _cell(report: dict, *path) -> str:
-    """A table cell holding the number at ``path`` in the report, tagged (``data-key``: the path as JSON)
-    so a test can check every number on the page against the JSON."""
-    value: Any = report
-    for part in path:
-        value = value[part]
-    key = html.escape(json.dumps(list(path), ensure_ascii=False))
-    return f'<td class="num" data-key="{key}">{_fmt(value)}</td>'
-
-
-def _esc(text) -> str:
-    return html.escape(str(text))
-
-
-def _examples(rows: list, cols: Sequence[str]) -> str:
-    if not rows:
-        return ""
-    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table class='ex'><tr>{head}</tr>{body}</table>"
-
-
-def _pairs(pairs: list) -> str:
-    if not pairs:
-        return ""
-    rows = []
-    for p in pairs:
-        a, b = p[0], p[1]
-        score = f"<td class='num'>{p[2]}</td>" if len(p) > 2 else "<td></td>"
-        rows.append(f"<tr><td>{_esc(a['where'])}</td><td>{_esc(a['text'])}</td><td>{_esc(b['where'])}</td>"
-                    f"<td>{_esc(b['text'])}</td>{score}</tr>")
-    return ("<table class='ex'><tr><th>where</th><th>text</th><th>where</th><th>text</th><th>Jaccard</th></tr>"
-            + "".join(rows) + "</table>")
-
-
-def render_html(report: dict) -> str:
-    """One self-contained page: no script, no external file; plots are inline PNG data URIs."""
-    plots = _plots(report)
-    splits = report["splits"]
-    parts = [f"<h1>Data check: {_esc(report['task'].replace('_', ' '))}</h1>",
-             "<p>" + " · ".join(f"{_esc(k)}: <code>{_esc(v)}</code>" for k, v in report["files"].items()) + "</p>"]
-    parts.append("<h2>Findings</h2>" + ("<ul>" + "".join(f"<li>{_esc(f)}</li>" for f in report["findings"]) + "</ul>"
-                                        if report["findings"] else "<p>Nothing to report.</p>"))
-    head = "<tr><th></th>" + "".join(f"<th>{_esc(s)}</th>" for s in splits) + "</tr>"
-    rows = "".join(f"<tr><th>{key}</th>" + "".join(_cell(report, "sizes", s, key) for s in splits) + "</tr>"
-                   for key in ("examples", "malformed", "empty", "words", "characters"))
-    parts.append(f"<h2>Sizes</h2><table>{head}{rows}</table>")
-    for name, errors in report["malformed"].items():
-        parts.append(f"<h3>Malformed records in {_esc(name)}</h3><ul>" + "".join(f"<li><code>{_esc(e)}</code></li>" for e in errors) + "</ul>")
-    labels = list(dict.fromkeys(l for c in report["labels"]["per_split"].values() for l in c))
-    rows = "".join("<tr><th>" + _esc(l) + "</th>" + "".join(
-        _cell(report, "labels", "per_split", s, l) if l in report["labels"]["per_split"][s] else "<td class='num'>0</td>"
-        for s in splits) + "</tr>" for l in labels)
-    parts.append(f"<h2>Labels</h2><table>{head}{rows}</table>")
-    if "labels" in plots:
-        parts.append(f"<img alt='label distribution' src='{plots['labels']}'>")
-    if report["scheme"]:
-        rows = "".join(f"<tr><th>{_esc(s)}</th><td>{_esc(v['read_as'])}</td>{_cell(report, 'scheme', s, 'rewritten')}"
-                       f"<td>{'<br>'.join(_esc(x) for x in v['examples'])}</td></tr>" for s, v in report["scheme"].items())
-        parts.append("<h2>Tag scheme</h2><table><tr><th></th><th>read as</th><th>tags rewritten to IOB2</th>"
-                     f"<th>examples</th></tr>{rows}</table>")
-    dup = report["duplicates"]
-    parts.append(f"<h2>Duplicates and leakage</h2><p class='small'>{_esc(dup['method'])}</p>")
-    keys = ("exact_groups", "exact_extra_copies", "conflicting_labels", "normalised_groups", "normalised_extra_copies",
-            "near_pairs")
-    rows = "".join(f"<tr><th>{k.replace('_', ' ')}</th>" + "".join(_cell(report, "duplicates", "within", s, k) for s in splits)
-                   + "</tr>" for k in keys)
-    parts.append(f"<h3>Within a split</h3><table>{head}{rows}</table>")
-    for s in splits:
-        entry = dup["within"][s]
-        for title, key in (("exact copies", "exact_examples"), ("normalised copies", "normalised_examples")):
-            if entry[key]:
-                parts.append(f"<h4>{_esc(s)}: {title}</h4>" + "".join(_examples(g, ("where", "text")) for g in entry[key]))
-        if entry["conflict_examples"]:
-            parts.append(f"<h4>{_esc(s)}: same text, different labels</h4>"
-                         + "".join(_examples(g, ("where", "text", "labels")) for g in entry["conflict_examples"]))
-        if entry["near_examples"]:
-            parts.append(f"<h4>{_esc(s)}: near pairs</h4>" + _pairs(entry["near_examples"]))
-    if dup["across"]:
-        rows = "".join(f"<tr><th>{_esc(n)}</th>" + "".join(_cell(report, "duplicates", "across", n, k)
-                                                          for k in ("exact", "normalised", "near")) + "</tr>"
-                       for n in dup["across"])
-        parts.append("<h3>Across splits (leakage)</h3><p class='small'>Counts are examples of the second split with a "
-                     "copy in the first.</p><table><tr><th></th><th>exact</th><th>normalised</th><th>near</th></tr>"
-                     f"{rows}</table>")
-        for n, entry in dup["across"].items():
-            for title, key in (("exact", "exact_pairs"), ("normalised", "normalised_pairs"), ("near", "near_pairs")):
-                if entry[key]:
-                    parts.append(f"<h4>{_esc(n)}: {title}</h4>" + _pairs(entry[key]))
-    rows = "".join(f"<tr><th>{unit} {stat}</th>" + "".join(_cell(report, "lengths", s, unit, stat) for s in splits)
-                   + "</tr>" for unit in ("words", "characters") for stat in ("median", "p95", "max"))
-    parts.append(f"<h2>Lengths</h2><table>{head}{rows}</table>")
-    tok = report.get("tokenizer")
-    if tok:
-        parts.append(f"<h2>Tokenizer: <code>{_esc(tok['name'])}</code></h2>"
-                     f"<p>Inputs over max_length {report['max_length']}: {_esc(report['long_inputs'])}.</p>")
-        rows = "".join(f"<tr><th>{label}</th>" + "".join(_cell(report, "tokenizer", "splits", s, *key.split(".")) for s in splits)
-                       + "</tr>" for label, key in (
-                           ("sub-words median", "subwords.median"), ("sub-words p95", "subwords.p95"),
-                           ("sub-words p99", "subwords.p99"), ("sub-words max", "subwords.max"),
-                           (f"over max_length {report['max_length']}", "over_max_length"), ("tokens", "tokens"),
-                           (f"{tok['unknown_token']} tokens", "unknown"), (f"{tok['unknown_token']} rate", "unknown_rate"),
-                           (f"texts with {tok['unknown_token']}", "texts_with_unknown")))
-        parts.append(f"<table>{head}{rows}</table>")
-        if "lengths" in plots:
-            parts.append(f"<img alt='sub-word lengths' src='{plots['lengths']}'>")
-        for s in splits:
-            words = tok["splits"][s]["top_unknown_words"]
-            if words:
-                parts.append(f"<p>{_esc(s)}: words behind {_esc(tok['unknown_token'])}: "
-                             + ", ".join(f"<code>{_esc(w)}</code> ({n})" for w, n in words) + "</p>")
-            longest = tok["splits"][s]["over_max_length_examples"]
-            if longest:
-                parts.append(f"<h4>{_esc(s)}: longest inputs</h4>" + _examples(longest, ("where", "subwords", "text")))
-    else:
-        parts.append("<h2>Tokenizer</h2><p>No tokenizer given (<code>--tokenizer NAME_OR_PATH</code>, a config or "
-                     "<code>--model RUN</code>): sub-word lengths and coverage not measured.</p>")
-    keys = ("characters", "cjk_share", "latin_share", "digit_share", "punctuation_share", "emoji_share", "other_share",
-            "texts_with_url", "texts_with_emoji", "texts_with_mention", "texts_with_control_or_zero_width",
-            "texts_with_html_entities")
-    rows = "".join(f"<tr><th>{k.replace('_', ' ')}</th>" + "".join(_cell(report, "characters", s, k) for s in splits)
-                   + "</tr>" for k in keys)
-    parts.append(f"<h2>Characters</h2><table>{head}{rows}</table><img alt='character classes' src='{plots['characters']}'>")
-    noise = report.get("noise")
-    if noise:
-        parts.append(f"<h2>Label noise candidates</h2><p class='small'>{_esc(noise['method'])}</p><table>"
-                     f"<tr><th>examples checked</th>{_cell(report, 'noise', 'examples_checked')}</tr>"
-                     f"<tr><th>candidates</th>{_cell(report, 'noise', 'candidates')}</tr>"
-                     f"<tr><th>units flagged</th>{_cell(report, 'noise', 'units_flagged')}</tr></table>")
-        rows = [{"where": c["where"], "text": c["text"],
-                 "disputed": "; ".join(f"{u['unit']}: {u['gold']} → {u['predicted']} ({u['probability']})" for u in c["units"][:5])}
-                for c in noise["examples"]]
-        parts.append(_examples(rows, ("where", "disputed", "text")))
-    style = ("body{font-family:'Noto Sans',Arial,'Noto Sans CJK SC',sans-serif;margin:24px;max-width:1150px;color:#222}"
-             "table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:left;vertical-align:top;font-size:13px}td.num{text-align:right;font-variant-numeric:tabular-nums}"
-             "table.ex td{max-width:520px;word-break:break-word}.small{color:#555;font-size:12px}img{max-width:100%}"
-             "h2{border-bottom:2px solid #ddd;padding-bottom:2px;margin-top:28px}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>tuneforge data check</title><style>{style}</style>"
-            "</head><body>" + "\n".join(parts) + "</body></html>\n")
-
-
-def _public(node):
-    """The report without in-memory-only keys (leading underscore)."""
-    if isinstance(node, dict):
-        return {k: _public(v) for k, v in node.items() if not (isinstance(k, str) and k.startswith("_"))}
-    if isinstance(node, list):
-        return [_public(v) for v in node]
-    return node
-
-
-def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
-    from ..paths import atomic_write_text
-
-    out_dir = Path(out_dir)
-    files = {"json": out_dir / "report.json", "html": out_dir / "report.html"}
-    page = render_html(report)
-    atomic_write_text(files["json"], json.dumps(_public(report), ensure_ascii=False, indent=1) + "\n")
-    atomic_write_text(files["html"], page)
-    return files
-
-
-# ---------------------------------------------------------------------------------------------
-# From the command line's inputs to a written report
-
+# What a task's guess looks at
 
 # How many records the task guess reads: enough that a file whose first records carry no labels (a
 # doccano sequence-labelling export starting with sentences without entities) is still told apart.
@@ -762,9 +471,6 @@ def sample_records(path: str, limit: int = SNIFF_RECORDS) -> list[dict]:
     """The first ``limit`` JSON objects of a JSON list or JSONL file, or rows of a Parquet / Arrow / ``hf:``
     dataset (ClassLabel integers as names): what a task's ``sniff`` looks at; [] for other files or
     unreadable ones (a dataset that cannot be loaded stops here, with the reader's one-line error)."""
-    from ..paths import resolve_path
-    from .hf_datasets import dataset_format, sample_rows
-
     if dataset_format(path):
         return sample_rows(path, limit)
     resolved = Path(resolve_path(path))
@@ -791,89 +497,3 @@ def sample_records(path: str, limit: int = SNIFF_RECORDS) -> list[dict]:
                 except json.JSONDecodeError:
                     continue  # a bad line is the reader's to report; the guess looks at the others
     return [r for r in records if isinstance(r, dict)]
-
-
-def guess_task(path: str) -> str:
-    """The registered task whose ``sniff`` claims the file (first in registry order), judged on its first
-    :data:`SNIFF_RECORDS` records."""
-    from ..tasks import REGISTRY
-
-    records = sample_records(path)
-    for name, task in REGISTRY.items():
-        if task.sniff(path, records):
-            return name
-    seen = f" (none of its first {len(records)} record(s) has a label that tells)" if records else ""
-    raise TuneforgeError(f"{path}: cannot tell which task this data is for{seen}; pass --task ({', '.join(REGISTRY)})")
-
-
-def check_config(inputs: Sequence[str], task: str = "auto", overrides: list[str] | None = None,
-                 tokenizer: str | None = None):
-    """The config a check reads its data with: a YAML config (one input ending in .yaml/.yml), or data
-    files given as ``train=PATH dev=PATH test=PATH`` (bare paths fill train, dev, test in order)."""
-    from ..config import config_from_dict, load_config
-
-    if len(inputs) == 1 and Path(inputs[0]).suffix.lower() in (".yaml", ".yml"):
-        if task != "auto":
-            raise TuneforgeError("--task: a config names its task (task.type); drop --task")
-        return load_config(inputs[0], overrides), True
-    files: dict[str, str] = {}
-    free = iter(("train", "dev", "test"))
-    for value in inputs:
-        name, sep, path = value.partition("=")
-        if not sep or name not in ("train", "dev", "test"):
-            name, path = next((n for n in free if n not in files), None), value
-            if name is None:
-                raise TuneforgeError(f"{value}: at most three files (train, dev, test); name them train=PATH ...")
-        if name in files:
-            raise TuneforgeError(f"{name}={path}: {name} is given twice")
-        files[name] = path
-    if "train" not in files:
-        raise TuneforgeError("give a train file (train=PATH, or a bare path first)")
-    task_type = guess_task(files["train"]) if task == "auto" else task
-    tree = {"task": {"type": task_type}, "model": {"name_or_path": tokenizer or "(no tokenizer)"}, "data": files}
-    return config_from_dict(tree, source="data check", overrides=overrides), False
-
-
-def run_check(inputs: Sequence[str], task: str = "auto", overrides: list[str] | None = None,
-              tokenizer: str | None = None, max_length: int | None = None, model_run: str | None = None,
-              folds: int = 5, noise_threshold: float = 0.9, near_threshold: float = NEAR_THRESHOLD,
-              out: str | Path = "data-check") -> tuple[dict, dict[str, Path]]:
-    """Everything ``tuneforge data check`` does: read, check, (cross-validate), write report.json/.html."""
-    import yaml
-
-    from ..tasks import make_task
-
-    run_tree = None
-    if model_run is not None:
-        from ..artifacts import find_model_folder
-
-        folder = find_model_folder(model_run)
-        run_config = Path(model_run) / "config.yaml"
-        if not run_config.exists():
-            raise TuneforgeError(f"{model_run}: no config.yaml; --model needs a run folder made by tuneforge train")
-        run_tree = yaml.safe_load(run_config.read_text(encoding="utf-8"))
-        tokenizer = tokenizer or str(folder)
-    cfg, from_config = check_config(inputs, task, overrides, tokenizer)
-    if run_tree is not None and (run_tree.get("task") or {}).get("type", "token_classification") != cfg.task.type:
-        raise TuneforgeError(f"--model {model_run}: a {run_tree['task']['type']} run cannot cross-validate "
-                             f"{cfg.task.type} data")
-    the_task = make_task(cfg)
-    splits, malformed, normalise_report = read_for_check(the_task)
-    loaded = None
-    name = tokenizer or (cfg.model.name_or_path if from_config else None)
-    if name:
-        from ..models import load_tokenizer
-
-        loaded = load_tokenizer(name) if name != cfg.model.name_or_path else the_task.load_tokenizer()
-    options = CheckOptions(tokenizer=loaded, tokenizer_name=name, near_threshold=near_threshold,
-                           max_length=max_length or cfg.encoding.max_length)
-    noise = None
-    if run_tree is not None:
-        items = {s: [Item(s, i, ex.as_text(), _where(ex), ex.word_list()) for i, ex in enumerate(exs)] for s, exs in splits.items()}
-        all_labels = the_task.label_list([ex for exs in splits.values() for ex in exs])
-        data_section = cfg.data.model_dump(mode="json")
-        tree = dict(run_tree, data=data_section, task=dict(run_tree.get("task") or {}, type=cfg.task.type))
-        noise = label_noise(the_task, tree, splits, items, Path(out), folds, noise_threshold,
-                            labels=all_labels, show=options.show)
-    report = check(the_task, splits, malformed, normalise_report, options, noise)
-    return report, write_report(report, out)

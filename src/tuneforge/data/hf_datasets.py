@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ConfigError, DataError, TuneforgeError
-from ..paths import resolve_path
+from ..artifacts.paths import resolve_path
+from .records import TextExample, TokenExample, bad_record, open_checked
 
 HF_SCHEME = "hf:"
 FILE_FORMATS = {".parquet": "parquet", ".arrow": "arrow"}
@@ -109,13 +110,11 @@ def _one_line(exc: Exception) -> str:
 
 def load_split(path: str | os.PathLike, format: str = "auto"):
     """(the name to give in messages, the one ``datasets.Dataset`` the source names)."""
-    from .readers import _open_checked
-
     fmt = dataset_format(path) if format == "auto" else format
     source = parse_source(path, fmt or "hf")
     datasets = _import_datasets(source.spec)
     if fmt in ("parquet", "arrow") and not source.spec.startswith(HF_SCHEME):
-        name = str(_open_checked(source.location))  # not found, a folder, empty: the readers' own messages
+        name = str(open_checked(source.location))  # not found, a folder, empty: the readers' own messages
         loaded = _load(datasets, source, name, lambda: datasets.load_dataset(fmt, data_files=name))
         return name, _pick_split(loaded, source, name)
     name = source.spec
@@ -133,7 +132,7 @@ def load_split(path: str | os.PathLike, format: str = "auto"):
         if builder is None:
             raise DataError(name, None, f"datasets cannot tell how to read a {folder.suffix or 'suffix-less'} file; "
                                         f"give a {', '.join(sorted(_FILE_BUILDERS))} file or a folder of them")
-        _open_checked(folder)
+        open_checked(folder)
         loaded = _load(datasets, source, name,
                        lambda: datasets.load_dataset(builder, source.config, data_files=str(folder), **options))
     else:
@@ -236,8 +235,6 @@ def read_token_rows(path: str | os.PathLike, format: str = "auto", tokens_column
                     tags_column: str | None = None, labelled: bool = True) -> list:
     """Sentences from a dataset: a list of words per row, and (``labelled``) a list of tags, strings or
     ClassLabel integers. Unlabelled reading (``predict``, a pool) leaves any tags column unread."""
-    from .readers import TokenExample, _bad
-
     name, dataset = load_split(path, format)
     words_col = _column(dataset, name, tokens_column, TOKENS_COLUMNS, "data.tokens_column",
                         "the words of each row: a list of strings")
@@ -253,18 +250,18 @@ def read_token_rows(path: str | os.PathLike, format: str = "auto", tokens_column
     for index, words in enumerate(rows[words_col]):
         row = index + 1
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-            _bad(DataError(name, row, f"column {words_col!r} is not a list of strings here; give each row its words"))
+            bad_record(DataError(name, row, f"column {words_col!r} is not a list of strings here; give each row its words"))
             continue
         if not words or not all(w.strip() for w in words):
             what = "no words" if not words else f"an empty word (word {[w.strip() for w in words].index('') + 1})"
-            _bad(DataError(name, row, f"{what} in column {words_col!r}; drop the row or fill in the words"))
+            bad_record(DataError(name, row, f"{what} in column {words_col!r}; drop the row or fill in the words"))
             continue
         tags = None
         if tags_col:
             try:
                 tags = _row_tags(rows[tags_col][index], names, words, (name, row), tags_col)
             except DataError as error:
-                _bad(error)
+                bad_record(error)
                 continue
         examples.append(TokenExample(words=list(words), tags=tags, source=name, line=row,
                                      tag_lines=[row] * len(words) if tags is not None else None))
@@ -292,8 +289,6 @@ def read_text_rows(path: str | os.PathLike, format: str = "auto", text_column: s
                    multi_label: bool = False) -> list:
     """Texts (and pairs) with their labels: a string, a number or a ClassLabel integer (its name), or for
     multi-label a list of them (the ``labels`` column first, as JSONL's ``labels`` key)."""
-    from .readers import TextExample, _bad
-
     name, dataset = load_split(path, format)
     text_col = _column(dataset, name, text_column, (), "data.text_column", "the text")
     pair_col = _column(dataset, name, text_pair_column, (), "data.text_pair_column", "the second text") \
@@ -318,7 +313,7 @@ def read_text_rows(path: str | os.PathLike, format: str = "auto", text_column: s
             labels = _row_labels(rows[label_col][index], names, (name, row), label_col, multi_label) \
                 if label_col else None
         except DataError as error:
-            _bad(error)
+            bad_record(error)
             continue
         examples.append(TextExample(text=text, labels=labels, text_pair=pair, source=name, line=row))
     _check_some(examples, dataset, name, "text")

@@ -22,6 +22,8 @@ doccano (https://doccano.github.io/doccano/tutorial/#import-dataset): one JSON o
 
 Written here rather than with ``label-studio-sdk``: its converter is one-way (Label Studio to
 CoNLL and others) and it pins numpy and some forty packages we do not need.
+
+``tuneforge data convert``, which reads a file with a task, is :mod:`tuneforge.workflows.convert`.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import DataError
-from ..paths import atomic_write_text
-from .readers import TextExample, TokenExample, _decode_lines, _open_checked, join_words, pretokenize
+from ..artifacts.paths import atomic_write_text
+from .records import TextExample, TokenExample, decode_lines, join_words, open_checked, pretokenize
+from .tags import extract_entities
 
 FORMATS = ("labelstudio", "doccano")
 SPAN_FROM_NAME, CHOICE_FROM_NAME, TO_NAME = "label", "label", "text"
@@ -91,8 +94,6 @@ def _announce(notes: ReadNotes, source: str) -> None:
 
 def annotation_from_tokens(ex: TokenExample) -> Annotation:
     """Spans of an IOB2-tagged sentence over its text (the raw text it came from, else its joined words)."""
-    from ..evaluation.metrics import extract_entities
-
     if ex.text is not None and ex.offsets is not None:
         text, offsets = ex.text, list(ex.offsets)
     else:
@@ -223,9 +224,9 @@ def read_labelstudio(path: str | Path, text_key: str = "text", pair_key: str | N
 
     ``labelled=False`` reads every task's text (an active-learning pool: tasks imported and not yet
     annotated, just ``data``); annotations, if any, are not read and ``spans``/``choices`` stay None."""
-    resolved = _open_checked(path)
+    resolved = open_checked(path)
     source = str(resolved)
-    raw = "\n".join(text for _, text in _decode_lines(resolved))
+    raw = "\n".join(text for _, text in decode_lines(resolved))
     try:
         tasks = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -329,10 +330,10 @@ def read_doccano(path: str | Path, spans: bool, text_key: str = "text", pair_key
                  labelled: bool = True) -> list[Annotation]:
     """Annotations from a doccano JSONL export: spans (sequence labelling) or labels (classification);
     ``labelled=False`` reads the texts only (``spans``/``choices`` None)."""
-    resolved = _open_checked(path)
+    resolved = open_checked(path)
     source = str(resolved)
     out = []
-    for number, line in _decode_lines(resolved):
+    for number, line in decode_lines(resolved):
         if not line.strip():
             continue
         try:
@@ -425,47 +426,8 @@ def detect_interchange(path: str | Path) -> str | None:
     if Path(str(path)).suffix.lower() != ".json":
         return None
     try:
-        with open(_open_checked(path), "rb") as handle:
+        with open(open_checked(path), "rb") as handle:
             head = handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
     except (OSError, DataError):
         return None
     return "labelstudio" if head.startswith(b"[") else None
-
-
-# ---------------------------------------------------------------------------------------------
-# tuneforge data convert
-
-
-def convert(source: str, out: str | Path, to: str, task: str = "auto", overrides: list[str] | None = None) -> tuple[int, str]:
-    """Read ``source`` as its task reads data (any format it takes, tags normalised to IOB2) and write it
-    to ``out`` as ``labelstudio`` (plus the matching labelling config, ``OUT.xml``), ``doccano`` or
-    ``jsonl`` (the task's own). Returns (examples written, what was written)."""
-    from ..tasks import make_task
-    from .checks import check_config
-
-    cfg, _ = check_config([source], task, overrides)
-    the_task = make_task(cfg)
-    examples = the_task.read(cfg.data.train)
-    the_task.normalise({"train": examples}, {})
-    out = Path(out)
-    d = cfg.data
-    text_key = getattr(d, "text_column", "text")
-    pair_key = getattr(d, "text_pair_column", None) or "text_pair"
-    if to == "jsonl":
-        the_task.write_labelled(examples, out)
-        return len(examples), f"{out}"
-    annotations = [the_task.to_annotation(ex) for ex in examples]
-    if to == "labelstudio":
-        write_labelstudio(out, annotations, text_key=text_key, pair_key=pair_key)
-        spans = annotations[0].spans is not None
-        labels = the_task.label_counts(examples)
-        config_file = out.with_suffix(".xml")
-        atomic_write_text(config_file, labelstudio_config(sorted(labels), spans,
-                                                          multi_label=bool(getattr(cfg.task, "multi_label", False)),
-                                                          pair=annotations[0].text_pair is not None,
-                                                          text_key=text_key, pair_key=pair_key))
-        return len(examples), f"{out} (labelling config: {config_file})"
-    if to == "doccano":
-        write_doccano(out, annotations, text_key=text_key, pair_key=pair_key)
-        return len(examples), f"{out}"
-    raise DataError(str(out), None, f"--to {to}: choose labelstudio, doccano or jsonl")

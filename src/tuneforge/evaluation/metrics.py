@@ -10,26 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
-from ..data.readers import split_tag
-
-Entity = tuple[str, int, int]  # (type, start word, end word exclusive)
-
-
-def extract_entities(tags: Sequence[str]) -> list[Entity]:
-    """Strict IOB2: an entity is ``B-X`` followed by any run of ``I-X``. A stray ``I-X`` is no entity."""
-    entities: list[Entity] = []
-    i, n = 0, len(tags)
-    while i < n:
-        prefix, kind = split_tag(tags[i])
-        if prefix == "B":
-            end = i + 1
-            while end < n and tags[end] == f"I-{kind}":
-                end += 1
-            entities.append((kind, i, end))
-            i = end
-        else:
-            i += 1
-    return entities
+from ..data.tags import extract_entities, split_tag  # extract_entities lives with the tag schemes (data)
 
 
 def _prf(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:

@@ -14,15 +14,13 @@ from typing import Sequence
 from ..data.perturb import check_rate, parse_perturbations, perturb_examples
 
 
-def robustness(predictor, examples: Sequence, perturbations: Sequence[str] | str, rate: float = 0.1,
+def robustness(predictor, task, examples: Sequence, perturbations: Sequence[str] | str, rate: float = 0.1,
                seed: int = 0, batch_size: int = 64, clean: dict | None = None) -> dict:
     """``{"clean_f1", "perturbations": {name: {"f1", "drop", "words", "changed", ...}}, "mean_perturbed_f1",
-    "mean_drop", "rate", "seed"}``; ``clean`` is the clean metrics when already computed."""
-    from ..tasks import get_task
-
+    "mean_drop", "rate", "seed"}``; ``task`` is the predictor's task class (its ``example_words`` /
+    ``with_words`` hooks perturb the examples); ``clean`` is the clean metrics when already computed."""
     names = parse_perturbations(perturbations)
     check_rate(rate)
-    task = get_task(predictor.task_name)
     if clean is None:
         clean = predictor.evaluate_examples(examples, batch_size)[0]
     rows = {}

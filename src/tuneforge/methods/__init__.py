@@ -22,6 +22,15 @@ REGISTRY = {
 }
 
 
+def register_method(method):
+    """Add a method object (its class defines ``name``, ``Config`` and the interface of :mod:`.base`);
+    its ``name`` becomes a valid ``method.name``, its ``Config`` the shape of that block."""
+    if not method.name:
+        raise ValueError(f"{type(method).__name__} has no name")
+    REGISTRY[method.name] = method
+    return method
+
+
 def get_method(name: str):
     try:
         return REGISTRY[name]

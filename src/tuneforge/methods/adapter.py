@@ -16,9 +16,13 @@ so it cannot be folded into the base weights (no ``export --merge``).
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
 from torch import nn
 
 from ..errors import TuneforgeError
+from ..schema import StrictModel
 from .base import SubsetOfBaseMethod, freeze_all_but_head, transformer_layers
 
 # Per architecture, the output projections inside one transformer layer: (attention, FFN).
@@ -61,8 +65,18 @@ class AdaptedProjection(nn.Module):
         return self.adapter(self.projection(hidden))
 
 
+class AdapterMethodConfig(StrictModel):
+    """Bottleneck adapters: houlsby (after attention and FFN) or pfeiffer (after FFN only)."""
+
+    name: Literal["adapter"]
+    style: Literal["houlsby", "pfeiffer"] = "pfeiffer"
+    reduction_factor: int = Field(default=16, ge=1, description="hidden size / bottleneck size")
+    activation: Literal["relu", "gelu"] = "relu"
+
+
 class BottleneckAdapters(SubsetOfBaseMethod):
     name = "adapter"
+    Config = AdapterMethodConfig
     # Chosen on dev F1: MiniLM, WNUT-16 train slice of 600 tweets, full dev split, 10 epochs, seed 42
     # (README "Adaptation methods", "How the defaults were chosen"); dev F1 per learning rate:
     # 3e-4 0.186, 1e-3 0.339, 3e-3 0.398, 1e-2 0.442, 3e-2 0.427.

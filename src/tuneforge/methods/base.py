@@ -12,10 +12,16 @@ A method is one object in :data:`tuneforge.methods.REGISTRY` with:
 - ``merge(model) -> model``: a plain ``transformers`` model with the method folded in, or a
   :class:`~tuneforge.errors.TuneforgeError` when the method cannot be folded (adapters, prompts);
 - ``stores_full_model``: True only when ``save`` writes a complete Hugging Face model.
+
+What the task head is, and which PEFT task type wraps the model, is read from the model: a task
+whose model the defaults misread (a causal LM's pre-trained ``lm_head`` is no new head; a vision
+model has no PEFT task type) declares them on it as ``model.tuneforge_head`` (:class:`HeadSpec`,
+set in the task's ``load_pretrained``), so no method needs a branch per task.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,12 +34,38 @@ from ..errors import TuneforgeError
 TRAINABLE_WEIGHTS_FILE = "tuneforge_method.safetensors"
 
 
+@dataclass(frozen=True)
+class HeadSpec:
+    """What a task says of its model (``model.tuneforge_head``) when the defaults would misread it.
+
+    ``modules``: the top-level modules that are the task head (they train, and are saved, with every
+    method); ``[]`` for a model whose output layer is pre-trained (a causal LM's ``lm_head``: it trains
+    only when a method's settings name it). ``peft_task_type``: the name of a ``peft.TaskType``
+    (``CAUSAL_LM``...) or None for peft's plain ``PeftModel`` (vision models).
+    """
+
+    modules: tuple[str, ...] = ()
+    peft_task_type: str | None = None
+
+
+HEAD_ATTRIBUTE = "tuneforge_head"
+
+
+def declared_head(model: nn.Module) -> HeadSpec | None:
+    """The :class:`HeadSpec` the task declared on ``model``, if any."""
+    return getattr(model, HEAD_ATTRIBUTE, None)
+
+
 def head_module_names(model: nn.Module) -> list[str]:
     """Top-level modules outside the pre-trained body (e.g. ``classifier``): the task head.
 
     ``transformers`` keeps the body under ``model.base_model_prefix`` (``bert``, ``roberta``...);
-    everything else a *For...Classification* model adds is head.
+    everything else a *For...Classification* model adds is head. A task's :class:`HeadSpec` on the
+    model says otherwise.
     """
+    declared = declared_head(model)
+    if declared is not None:
+        return list(declared.modules)
     prefix = getattr(model, "base_model_prefix", "")
     names = [n for n, m in model.named_children() if n != prefix and any(True for _ in m.parameters())]
     if not names or not any(n == prefix for n, _ in model.named_children()):
@@ -103,6 +135,7 @@ class Method:
     """The interface described at the top of this module; each method module subclasses it."""
 
     name = ""
+    Config: type | None = None  # the method's config block (a StrictModel with ``name: Literal[...]``), beside it
     DEFAULT_TRAINING: dict = {}  # e.g. {"learning_rate": 1e-3, "epochs": 10}, measured per method
     stores_full_model = False
 

@@ -6,11 +6,21 @@ saved file holds the biases and the head; merging is loading them, so the export
 
 from __future__ import annotations
 
+from typing import Literal
+
+from ..schema import StrictModel
 from .base import SubsetOfBaseMethod, freeze_all_but_head
+
+
+class BitFitMethodConfig(StrictModel):
+    """Bias terms (and the head) only."""
+
+    name: Literal["bitfit"]
 
 
 class BitFit(SubsetOfBaseMethod):
     name = "bitfit"
+    Config = BitFitMethodConfig
     # Chosen on dev F1: MiniLM, WNUT-16 train slice of 600 tweets, full dev split, 10 epochs, seed 42
     # (README "Adaptation methods", "How the defaults were chosen"); dev F1 per learning rate:
     # 1e-3 0.330, 3e-3 0.424, 1e-2 0.491, 3e-2 0.500; 1e-2 and 3e-2 are within noise on 240 dev

@@ -5,12 +5,25 @@ Only the trained tensors are saved (a small safetensors file); loading puts them
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from ..errors import ConfigError
+from ..schema import StrictModel
 from .base import SubsetOfBaseMethod, freeze_all_but_head, transformer_layers
+
+
+class FreezeMethodConfig(StrictModel):
+    """The head trains, plus the top ``train_top_layers`` transformer layers."""
+
+    name: Literal["freeze"]
+    train_top_layers: int = Field(default=0, ge=0, description="0 = head only")
 
 
 class FreezeBody(SubsetOfBaseMethod):
     name = "freeze"
+    Config = FreezeMethodConfig
     # Not yet measured on our data (the other methods' sweeps came first): a starting value from the
     # literature for head-only training; README ("Adaptation methods") says so.
     DEFAULT_TRAINING = {"learning_rate": 1e-3, "epochs": 10}

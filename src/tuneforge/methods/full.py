@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
+from ..schema import StrictModel
 from .base import Method
+
+
+class FullMethodConfig(StrictModel):
+    """Every parameter trains."""
+
+    name: Literal["full"] = "full"
 
 
 class FullFineTuning(Method):
     name = "full"
+    Config = FullMethodConfig
     # The training section's own defaults are full fine-tuning's budget.
     DEFAULT_TRAINING: dict = {}
     stores_full_model = True

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.vocab import CONFIG_KEY
 from ..errors import ConfigError
-from .base import Method, head_module_names
+from .base import Method, declared_head, head_module_names
 
 
 def peft_task_type(model):
     from peft import TaskType
 
+    declared = declared_head(model)
+    if declared is not None:
+        return TaskType[declared.peft_task_type] if declared.peft_task_type else None
     kind = type(model).__name__
     if kind.endswith("ForTokenClassification"):
         return TaskType.TOKEN_CLS
@@ -79,8 +83,6 @@ def head_modules(model) -> list[str]:
 def new_token_indices(model) -> list[int]:
     """Ids of tokens a vocabulary extension added (``tuneforge vocab extend`` records the original
     vocabulary size in config.json): their embedding rows start untrained, so they must train."""
-    from ..vocab import CONFIG_KEY
-
     record = getattr(model.config, CONFIG_KEY, None) or {}
     base = record.get("base_vocab_size")
     rows = model.get_input_embeddings().weight.shape[0]

@@ -15,11 +15,14 @@ not support past key values"; the method reports that as a config error naming `
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Optional
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..errors import ConfigError, TuneforgeError
+from ..schema import StrictModel
 from . import peft_common
 
 IGNORE_INDEX = -100
@@ -47,8 +50,18 @@ class VirtualTokenAligner(nn.Module):
         return output
 
 
+class PromptMethodConfig(StrictModel):
+    """Trainable virtual tokens prepended to the input (peft prompt tuning or P-tuning)."""
+
+    name: Literal["prompt"]
+    kind: Literal["prompt_tuning", "p_tuning", "prefix"] = "prompt_tuning"
+    num_virtual_tokens: int = Field(default=20, ge=1)
+    encoder_hidden_size: Optional[int] = Field(default=None, ge=1, description="p_tuning's prompt encoder width")
+
+
 class PromptLearning(peft_common.PeftMethod):
     name = "prompt"
+    Config = PromptMethodConfig
     # Chosen on dev F1: MiniLM, WNUT-16 train slice of 600 tweets, full dev split, 10 epochs, seed 42
     # (README "Adaptation methods", "How the defaults were chosen"); dev F1 per learning rate:
     # 1e-2 0.417, 3e-2 0.455, 1e-1 0.385.

@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InputError
+from ..version import __version__
 from .batcher import MicroBatcher
 from .metrics import ServerMetrics
 from .pool import ServedModel
@@ -256,8 +257,6 @@ _PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' 
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__
 
 

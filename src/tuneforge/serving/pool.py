@@ -27,6 +27,8 @@ from typing import Callable
 import torch
 
 from ..errors import TuneforgeError
+from ..loading import load_predictor
+from ..runtime.memory import peak_rss_mb
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -202,8 +204,6 @@ def process_rss_mb() -> float:
 
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
-        from ..training.loop import peak_rss_mb
-
         return peak_rss_mb()
 
 
@@ -229,9 +229,7 @@ def load_models(specs: list[str], device: str | None = None, precision: str = "a
 
     A folder that cannot be served stops with a :class:`TuneforgeError` naming it, before any port opens.
     """
-    from .. import api
-
-    loader = loader or api.load
+    loader = loader or load_predictor
     models, names = [], {}
     for spec in specs:
         name, run = parse_model_spec(spec)

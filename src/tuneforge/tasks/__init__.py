@@ -7,12 +7,14 @@ run folder loads as its task's predictor. Adding a task is one module and one li
 
 from __future__ import annotations
 
-from .base import Predictor, Task, TaskData
+from .base import Task, TaskData
 from .masked_lm import MaskedLM
-from .text_classification import TextClassification
+from .predictor import Predictor
 from .setfit import SetFitClassification
+from .text_classification import TextClassification
 from .token_classification import TokenClassification
 from .zero_shot import ZeroShotClassification
+from ..errors import ConfigError
 
 REGISTRY: dict[str, type[Task]] = {
     task.name: task
@@ -29,8 +31,6 @@ def register_task(task: type[Task]) -> type[Task]:
 
 
 def get_task(name: str) -> type[Task]:
-    from ..errors import ConfigError
-
     try:
         return REGISTRY[name]
     except KeyError:

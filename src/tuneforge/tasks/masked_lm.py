@@ -30,14 +30,22 @@ from typing import ClassVar, Literal, Optional, Sequence
 import torch
 from pydantic import Field, model_validator
 
-from ..config import DataConfig, EncodingConfig, TaskOptions
-from ..data.encode import Block, MaskingCollator, PackStats, pack_documents, special_token_template, word_groups
+from ..data.encode import (
+    Block,
+    MaskingCollator,
+    PackStats,
+    pack_documents,
+    special_token_template,
+    word_groups,
+)
 from ..data.readers import TextExample, read_documents, split_examples
 from ..errors import ConfigError, TuneforgeError
-from ..models import load_masked_lm
+from ..runtime.models import load_masked_lm
+from ..runtime.precision import autocast_context
+from ..schema import DataConfig, EncodingConfig, TaskOptions
 from ..training.callbacks import Callback
-from .base import Predictor, Task, TaskData
-from .token_classification import autocast_context
+from .base import Task, TaskData
+from .predictor import Predictor
 
 EVAL_MASK_SEED = 20240601  # one fixed masking for every evaluation
 

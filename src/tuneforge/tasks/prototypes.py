@@ -4,7 +4,6 @@ Each label's prototype is the mean of the pre-trained encoder's vectors at the p
 with it in the training windows (ProtoBERT / the prototypical networks of Snell et al. 2017, and
 "weight imprinting", Qi et al. 2018). With unit-variance isotropic Gaussians around the prototypes,
 sharing one variance sigma^2 (pooled over the support tokens), the Bayes classifier is linear:
-
     logit_c(h) = (mu_c . h - |mu_c|^2 / 2) / sigma^2 + log prior_c
 
 which is exactly a linear head: weight ``mu_c / sigma^2``, bias ``-|mu_c|^2 / (2 sigma^2) + log prior_c``.

@@ -29,10 +29,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from ..artifacts.paths import resolve_path
 from ..data.encode import encode_texts
 from ..data.readers import TextExample
 from ..errors import ConfigError
-from ..paths import resolve_path
 from .text_classification import (
     TextClassification,
     TextClassificationOptions,

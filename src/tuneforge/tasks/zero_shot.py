@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from ..artifacts.paths import resolve_path
 from ..data.readers import TextExample, check_known_labels
 from ..errors import ConfigError, TuneforgeError
-from ..paths import resolve_path
 from .base import TaskData
 from .text_classification import (
     TextClassification,

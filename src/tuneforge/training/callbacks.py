@@ -42,6 +42,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .state import LoopState
+
 EVENTS = (
     "on_train_data", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_items", "before_forward",
     "after_forward", "extra_loss", "after_backward", "before_optimizer_step", "after_optimizer_step",
@@ -69,7 +71,7 @@ class LoopContext:
     scheduler: Any
     accelerator: Any
     cfg: Any  # TrainingConfig
-    state: dict
+    state: LoopState
     compute_loss: Callable[[dict], tuple[torch.Tensor, Any]]  # (loss, outputs) of the task on a batch
     run_dir: Any = None
     extra: dict = field(default_factory=dict)  # free room for cooperating callbacks

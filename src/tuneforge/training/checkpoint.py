@@ -24,7 +24,8 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import ConfigError, TuneforgeError
 from ..methods.base import trainable_tensors
-from ..paths import atomic_dir, new_temporary_dir, recover_dir, swap_in_dir
+from ..artifacts.paths import atomic_dir, new_temporary_dir, recover_dir, swap_in_dir
+from ..runtime.distributed import barrier, broadcast, is_main
 
 CHECKPOINT_DIR = "checkpoint"
 ENGINE_STATE_DIR = "engine"  # accelerate's save_state inside a checkpoint, under FSDP / DeepSpeed
@@ -119,7 +120,6 @@ def save_engine_checkpoint(accelerator, run_dir: Path, scheduler, state: dict, r
     process's RNG and callback state (``ranks``, its :func:`gather_to_main`), and swaps the folder in.
     Such a checkpoint resumes on the same number of processes (the parts are per process).
     """
-    from ..distributed import barrier, broadcast, is_main
 
     final = Path(run_dir) / CHECKPOINT_DIR
     tmp = Path(broadcast(str(new_temporary_dir(final)) if is_main() else None))

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from .callbacks import Callback, LoopContext, TrainData
+from ..artifacts.paths import atomic_write_bytes
 
 
 class ReservoirMemory:
@@ -199,7 +200,6 @@ def save_ewc_state(path: str | Path, fisher: dict[str, torch.Tensor], anchor: di
     """Fisher and anchor in one safetensors file, written atomically (for :meth:`EWC.from_file`)."""
     from safetensors.torch import save
 
-    from ..paths import atomic_write_bytes
 
     tensors = {f"fisher/{k}": v.contiguous().cpu() for k, v in fisher.items()}
     tensors |= {f"anchor/{k}": v.detach().contiguous().cpu() for k, v in anchor.items()}
@@ -221,20 +221,19 @@ def online_fisher(previous: dict[str, torch.Tensor] | None, new: dict[str, torch
 class LwF(Callback):
     """Learning without forgetting: the previous stage's model (``teacher``, frozen, eval mode) reads each
     batch; the task's distillation loss pulls the student's old-label outputs towards the teacher's,
-    weighted by ``weight`` (logged as ``lwf.distill``)."""
+    weighted by ``weight`` (logged as ``lwf.distill``). ``load_teacher(device)`` gives the teacher when
+    training begins (a finished run read back), and it is let go when training ends."""
 
     name = "lwf"
 
-    def __init__(self, task, teacher=None, teacher_run: str | Path | None = None, weight: float = 1.0,
+    def __init__(self, task, teacher=None, load_teacher: Callable[[str], object] | None = None, weight: float = 1.0,
                  temperature: float = 2.0):
-        self.task, self.teacher, self.teacher_run = task, teacher, teacher_run
+        self.task, self.teacher, self.load_teacher = task, teacher, load_teacher
         self.weight, self.temperature = weight, temperature
 
     def on_train_begin(self, ctx: LoopContext) -> None:
         if self.teacher is None:
-            from ..artifacts import load_model
-
-            self.teacher = load_model(self.teacher_run, device=str(ctx.accelerator.device))[0]
+            self.teacher = self.load_teacher(str(ctx.accelerator.device))
         self.teacher.eval()
         for param in self.teacher.parameters():
             param.requires_grad_(False)
@@ -246,7 +245,7 @@ class LwF(Callback):
         return {"distill": self.weight * loss}
 
     def on_train_end(self, ctx: LoopContext) -> None:
-        self.teacher = None if self.teacher_run is not None else self.teacher  # free the memory
+        self.teacher = None if self.load_teacher is not None else self.teacher  # free the memory
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +254,6 @@ class LwF(Callback):
 
 def sequence_summary(matrix: Sequence[Sequence[float]], initial: Sequence[float] | None = None) -> dict:
     """From ``matrix[i][j]``, the score on stage j's test set after training stage i (T x T):
-
     - ``average_final``: mean of the last row;
     - ``average_forgetting`` (Chaudhry et al., 2018): over stages j < T, the best score stage j ever
       had before the last stage minus its final score, averaged;

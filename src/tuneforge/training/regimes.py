@@ -1,17 +1,21 @@
 """Training regimes a config block switches on (adversarial training, ...), as callbacks.
 
-A regime is a function ``(cfg, task) -> list[Callback]`` registered here; the driver attaches what
-every registered regime returns (usually nothing unless its config block is set) before the caller's
-own callbacks. A regime never needs a second loop: it is the loop's events (:mod:`.callbacks`).
+A regime is a function ``(cfg, task) -> list[Callback]`` listed here; the driver attaches what every
+listed regime returns (usually nothing unless its config block is set) before the caller's own
+callbacks. A regime never needs a second loop: it is the loop's events (:mod:`.callbacks`). A regime
+with a config block names it in :data:`SECTIONS` (the block's key -> its tag key and its shapes, defined
+beside the regime's code), from which :mod:`tuneforge.config` builds the block's union.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+from . import adversarial
 from .callbacks import Callback
 
-REGIMES: list[Callable[..., list[Callback]]] = []
+REGIMES: list[Callable[..., list[Callback]]] = [adversarial.adversarial_callbacks]
+SECTIONS: dict[str, tuple[str, tuple]] = {"adversarial": ("method", adversarial.CONFIGS)}
 
 
 def register_regime(builder: Callable[..., list[Callback]]) -> Callable[..., list[Callback]]:
@@ -23,7 +27,3 @@ def register_regime(builder: Callable[..., list[Callback]]) -> Callable[..., lis
 def regime_callbacks(cfg, task) -> list[Callback]:
     """The callbacks the config's regime blocks ask for, in registration order."""
     return [callback for builder in REGIMES for callback in builder(cfg, task)]
-
-
-# The built-in regimes register themselves on import (after register_regime exists).
-from . import adversarial  # noqa: E402,F401

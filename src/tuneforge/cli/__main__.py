@@ -1,0 +1,7 @@
+"""`python -m tuneforge.cli …`, the same as `tuneforge …` (a package's own `if __name__ == "__main__"` never runs)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

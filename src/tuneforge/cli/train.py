@@ -1,0 +1,135 @@
+"""`tuneforge train|eval|predict`: fine-tune a model, score a run, run it on new inputs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+from .. import api
+from ..artifacts.paths import atomic_open, atomic_write_text, check_output_path
+from ..data.interchange import labelstudio_tasks
+from ..errors import TuneforgeError
+from ..evaluation.robustness import format_robustness
+from ..runtime import distributed
+from ..tasks import get_task
+from ..tasks.predictor import (
+    check_read_options,
+    describe_counts,
+    predict_across_processes,
+)
+from .common import (
+    _add_num_processes,
+    _add_perturb,
+    _add_precision,
+    _add_text_columns,
+    _positive_int,
+    _write_output,
+)
+
+
+def _cmd_train(args) -> int:
+    result = api.train(args.config, overrides=args.set, resume=args.resume, overwrite=args.overwrite)
+    if not distributed.is_main():
+        return 0
+    print((result.run_dir / "report.txt").read_text(encoding="utf-8"))
+    summary = get_task(result.metrics["task"]).summary(result.metrics)
+    print(f"run folder: {result.run_dir} · {summary} · best epoch {result.metrics['best_epoch']}")
+    return 0
+
+
+def _load_on_this_process(args):
+    """The run's predictor, on this process's device when several processes share the work."""
+
+    if args.out:
+        check_output_path(args.out, "--out")  # before the model is loaded and the data read
+    device = str(distributed.init_processes().device) if distributed.launched_distributed() else None
+    return api.load(args.run, device=device, precision=args.precision, engine=args.engine)
+
+
+def _cmd_eval(args) -> int:
+    predictor = _load_on_this_process(args)
+    metrics, report = api.evaluate(
+        predictor, args.data, format=args.format, batch_size=args.batch_size,
+        perturb=args.perturb, rate=args.rate, seed=args.seed,
+        tag_column=args.tag_column, text_column=args.text_column, text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+    )
+    if not distributed.is_main():
+        return 0
+    print(report)
+    print(predictor.headline(metrics))
+    if "robustness" in metrics:
+        print("\n" + format_robustness(metrics["robustness"]))
+    if args.out:
+        atomic_write_text(args.out, json.dumps(metrics, indent=1))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    predictor = _load_on_this_process(args)
+    if args.output_format not in predictor.output_formats:
+        raise TuneforgeError(f"--output-format {args.output_format}: a {predictor.task_name.replace('_', ' ')} "
+                             f"model writes {', '.join(predictor.output_formats)}")
+    options = check_read_options(predictor, {"text_column": args.text_column, "text_pair_column": args.text_pair_column})
+    examples = predictor.read_inputs(args.input, args.format, **options)
+    runtime = ", ".join(f"{k} {v}" for k, v in predictor.runtime.items())
+    if args.output_format == "labelstudio":  # pre-annotations: every task's predictions, with scores (one JSON array)
+        if not distributed.is_main():
+            return 0  # one JSON array: process 0 writes it whole
+
+        results = predictor.predict(examples, batch_size=args.batch_size)
+        tasks = labelstudio_tasks([predictor.annotation(ex, r) for ex, r in zip(examples, results)],
+                                  as_predictions=True, model_version=f"tuneforge:{Path(args.run).resolve().name}")
+        _write_output(json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", args.out,
+                      f"{predictor.describe_output(results)}; {runtime}")
+        return 0
+    # to --out atomically (it appears complete or not at all), or to standard output as pieces arrive
+    target = atomic_open(args.out, "w") if args.out and distributed.is_main() else nullcontext(sys.stdout)
+    with target as handle:
+        counts = predict_across_processes(predictor, examples, handle.write, args.output_format, args.batch_size)
+    if distributed.is_main():
+        print(f"wrote {describe_counts(counts)}{' to ' + args.out if args.out else ''}; {runtime}", file=sys.stderr)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """``train``, ``eval`` and ``predict``."""
+
+    p = sub.add_parser("train", help="fine-tune a model as a YAML config says")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. training.epochs=3")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    _add_num_processes(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="score a trained run on a labelled file")
+    p.add_argument("run")
+    p.add_argument("data")
+    p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv", "parquet", "arrow", "hf"])
+    p.add_argument("--tag-column", type=int, help="token classifiers: the tag column of a CoNLL file (default: last)")
+    _add_text_columns(p, labels=True)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    _add_precision(p)
+    p.add_argument("--out", help="also write the metrics as JSON here")
+    _add_perturb(p, required=False)
+    _add_num_processes(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="tag or classify CoNLL, CSV/TSV, JSONL or raw text (one text a line)")
+    p.add_argument("run")
+    p.add_argument("input")
+    p.add_argument("--format", default="auto",
+                   choices=["auto", "conll", "jsonl", "text", "csv", "tsv", "parquet", "arrow", "hf"],
+                   help="input format; auto: .txt is raw text, .jsonl JSONL, .csv/.tsv tables (text classifiers), "
+                        ".parquet/.arrow and hf:NAME[@SPLIT] datasets, else CoNLL (first column = word)")
+    _add_text_columns(p, labels=False)
+    p.add_argument("--output-format", default="jsonl", choices=["jsonl", "conll", "labelstudio"],
+                   help="labelstudio: tasks pre-annotated with the predictions and their scores")
+    p.add_argument("--out", help="write here instead of standard output")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    _add_precision(p)
+    _add_num_processes(p)
+    p.set_defaults(func=_cmd_predict)
