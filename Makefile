@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   fine-tune the bundled MiniLM on the bundled WNUT-16 tweets and print the report
-#   make test   create/update the environment, install, build the docs (mkdocs --strict), run the whole suite
+#   make test   create/update the environment, install, build the docs (mkdocs --strict), check the
+#               import layers (lint-imports), run the whole suite
 #   make demo-zh  teach the English MiniLM Chinese (vocabulary extension + masked-LM pre-training) and
 #                 fine-tune it on MSRA NER (docs/chinese.md)
 PYTHON ?= python3
@@ -52,6 +53,7 @@ demo-zh: $(VENV)/.zh
 test: $(VENV)/.installed cjk-font $(CHROMIUM)
 	d=$$(mktemp -d) || exit 1; PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/mkdocs build --strict --site-dir "$$d"; \
 	  rc=$$?; rm -rf "$$d"; exit $$rc
+	$(VENV)/bin/lint-imports  # the layer order and no import cycle ([tool.importlinter] in pyproject.toml)
 	$(PY) -m pytest -q --durations=10
 
 # Chinese label names in PNGs need a CJK font. Installed with apt when none is found and this runs
