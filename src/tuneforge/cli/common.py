@@ -9,7 +9,7 @@ from ..artifacts.paths import atomic_write_text
 from ..data.perturb import PERTURBATIONS
 
 
-def _add_precision(p) -> None:
+def add_precision(p) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
                    help="auto: the measured best for this hardware (bf16 on GPUs with bf16 and CPUs with "
                         "AVX512-BF16/AMX, else fp32); bf16: autocast; int8: dynamic int8 linear layers "
@@ -18,13 +18,13 @@ def _add_precision(p) -> None:
                    help="onnx: ONNX Runtime (CPU, fp32 or --precision int8), exported into RUN/onnx/ on first use")
 
 
-def _add_num_processes(p: argparse.ArgumentParser) -> None:
+def add_num_processes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-processes", type=int, default=1, metavar="N",
                    help="start N processes on this machine that share the work (DDP; one per GPU, or CPU "
                         "processes with cores/N threads each); torchrun / accelerate launch work too")
 
 
-def _add_text_columns(p: argparse.ArgumentParser, labels: bool, defaults: str = "as in training") -> None:
+def add_text_columns(p: argparse.ArgumentParser, labels: bool, defaults: str = "as in training") -> None:
     """Text classifiers: column names (CSV/TSV) or keys (JSONL); default: those it was trained with."""
     p.add_argument("--text-column", help=f"text classifiers: the text column (default: {defaults})")
     p.add_argument("--text-pair-column", help=f"text classifiers: the second text of a pair (default: {defaults})")
@@ -32,7 +32,7 @@ def _add_text_columns(p: argparse.ArgumentParser, labels: bool, defaults: str = 
         p.add_argument("--label-column", help=f"text classifiers: the label column (default: {defaults})")
 
 
-def _add_perturb(p: argparse.ArgumentParser, required: bool) -> None:
+def add_perturb(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--perturb", required=required, metavar="NAMES",
                    help=("also score noisy copies: " if not required else "")
                    + f"comma-separated, from {', '.join(PERTURBATIONS)}, or all (see tuneforge.data.perturb)")
@@ -40,12 +40,12 @@ def _add_perturb(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same noisy copy (default 0)")
 
 
-def _names(text: str) -> list[str]:
+def comma_list(text: str) -> list[str]:
     """``a, b,c`` -> ``["a", "b", "c"]`` (empty items dropped)."""
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _fraction(text: str) -> float:
+def fraction(text: str) -> float:
     """A number in (0, 1], such as a similarity or probability threshold."""
     try:
         value = float(text)
@@ -56,7 +56,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -66,7 +66,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _write_output(text: str, out: str | None, what: str) -> None:
+def write_output(text: str, out: str | None, what: str) -> None:
     """To ``out`` atomically (and say so on stderr), or to standard output."""
 
     if out:

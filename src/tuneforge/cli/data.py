@@ -28,7 +28,7 @@ from ..tasks import get_task
 from ..tasks.capabilities import Perturbable, require
 from ..workflows.checks import run_check
 from ..workflows.convert import convert
-from .common import _add_perturb, _add_text_columns, _fraction, _positive_int
+from .common import add_perturb, add_text_columns, fraction, positive_int
 
 
 def _cmd_data_split(args) -> int:
@@ -185,31 +185,31 @@ def add_parsers(sub) -> None:
     p.add_argument("--tokenizer", metavar="NAME_OR_PATH",
                    help="measure sub-word lengths and [UNK] rate with this tokenizer (default: the config's or "
                         "--model's model)")
-    p.add_argument("--max-length", type=_positive_int, help="inputs longer than this many sub-words are reported "
+    p.add_argument("--max-length", type=positive_int, help="inputs longer than this many sub-words are reported "
                                                              "(default: the config's encoding.max_length, 128)")
     p.add_argument("--model", metavar="RUN", help="find label-noise candidates by k-fold cross-validation with this "
                                                   "run's config (trains --folds runs)")
-    p.add_argument("--folds", type=_positive_int, default=5)
-    p.add_argument("--noise-threshold", type=_fraction, default=0.9,
+    p.add_argument("--folds", type=positive_int, default=5)
+    p.add_argument("--noise-threshold", type=fraction, default=0.9,
                    help="probability above which a held-out prediction that disagrees with the label is reported")
-    p.add_argument("--near-threshold", type=_fraction, default=0.8, help="shingle Jaccard for near duplicates")
+    p.add_argument("--near-threshold", type=fraction, default=0.8, help="shingle Jaccard for near duplicates")
     p.add_argument("--out", default="data-check", help="folder for report.json and report.html")
     p.add_argument("--strict", action="store_true", help="exit 1 on leakage between splits or malformed records")
     p.set_defaults(func=_cmd_data_check)
     p = data.add_parser("perturb", help="write noisy copies of a labelled file (character noise; labels kept)")
     p.add_argument("input")
     p.add_argument("--out", required=True, help="folder for INPUT_STEM.<perturbation>.<ext>, one file per perturbation")
-    _add_perturb(p, required=True)
+    add_perturb(p, required=True)
     p.add_argument("--task", choices=["token_classification", "text_classification"],
                    help="what the file holds (default: CoNLL and JSONL with tokens -> token, CSV/TSV/other JSONL -> text)")
     p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv"])
     p.add_argument("--tag-column", type=int, help="token data: the tag column of a CoNLL file (default: last)")
-    _add_text_columns(p, labels=True, defaults="text, label; no pair")
+    add_text_columns(p, labels=True, defaults="text, label; no pair")
     p.add_argument("--multi-label", action="store_true", help="text data: several labels per text")
     p.set_defaults(func=_cmd_data_perturb)
     p = data.add_parser("sample", help="k examples per class (per entity type for NER), deterministic by seed")
     p.add_argument("input")
-    p.add_argument("--k", type=_positive_int, required=True)
+    p.add_argument("--k", type=positive_int, required=True)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", required=True, help="the sample, in the input's format (CoNLL for NER)")
     p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv"])

@@ -10,7 +10,7 @@ from ..loading import export_merged, export_onnx
 from ..serving import ServeOptions, create_app, load_models, serve
 from ..serving.app import API_KEY_ENV
 from ..serving.pool import process_rss_mb
-from .common import _add_precision
+from .common import add_precision
 
 
 def _cmd_export(args) -> int:
@@ -83,7 +83,7 @@ def add_parsers(sub) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folder, or NAME=RUN to name the model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
-    _add_precision(p)
+    add_precision(p)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--max-batch-size", type=int, default=32, help="inputs per micro-batch")
     p.add_argument("--max-wait-ms", type=float, default=5.0,

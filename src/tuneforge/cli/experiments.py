@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..artifacts.paths import check_output_path
 from ..workflows import compare, continual, continual_split, curve
-from .common import _add_perturb, _names, _positive_int
+from .common import add_perturb, comma_list, positive_int
 
 CONTINUAL_STRATEGIES = ("naive", "replay", "ewc", "lwf", "joint")
 
@@ -12,8 +12,8 @@ CONTINUAL_STRATEGIES = ("naive", "replay", "ewc", "lwf", "joint")
 def _cmd_compare(args) -> int:
     if args.out:
         check_output_path(args.out, "--out", folder=True)
-    methods = _names(args.methods)
-    adversarial = _names(args.adversarial) if args.adversarial else None
+    methods = comma_list(args.methods)
+    adversarial = comma_list(args.adversarial) if args.adversarial else None
     result = compare.compare(args.config, methods, seeds=args.seeds, overrides=args.set,
                              same_budget=args.same_budget, isolate=not args.in_process, out=args.out,
                              adversarial=adversarial, perturb=args.perturb, rate=args.rate,
@@ -24,7 +24,7 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_continual(args) -> int:
-    strategies = _names(args.strategies) if args.strategies else None
+    strategies = comma_list(args.strategies) if args.strategies else None
     plan = continual.load_plan(args.config, overrides=args.set, strategies=strategies, seeds=args.seeds, out=args.out)
     result = continual.run_continual(plan)
     files = result["files"]
@@ -34,8 +34,8 @@ def _cmd_continual(args) -> int:
 
 
 def _cmd_continual_split(args) -> int:
-    groups = [_names(g) for g in args.groups.split(";")] if args.groups else None
-    files = _names(args.files) if args.files else None
+    groups = [comma_list(g) for g in args.groups.split(";")] if args.groups else None
+    files = comma_list(args.files) if args.files else None
     path = continual_split.split_stages(args.config, args.by, args.out, groups=groups, n_stages=args.stages, files=files,
                                         seed=args.seed, overrides=args.set)
     print(f"wrote {path}: run it with `tuneforge continual {path}`")
@@ -43,7 +43,7 @@ def _cmd_continual_split(args) -> int:
 
 
 def _cmd_curve(args) -> int:
-    methods = _names(args.methods)
+    methods = comma_list(args.methods)
     result = curve.curve(args.config, curve.parse_ks(args.k), methods, seeds=args.seeds, overrides=args.set,
                          isolate=not args.in_process, out=args.out, full_seeds=args.full_seeds,
                          summarise_only=args.summarise_only)
@@ -59,7 +59,7 @@ def add_parsers(sub) -> None:
     p.add_argument("config")
     p.add_argument("--methods", default="full,lora,adapter,bitfit,prompt",
                    help="comma-separated: full, freeze, lora, ia3, prompt, adapter, bitfit")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="runs per method, seeds training.seed, +1, +2 ...")
+    p.add_argument("--seeds", type=positive_int, default=1, help="runs per method, seeds training.seed, +1, +2 ...")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every member")
     p.add_argument("--same-budget", action="store_true",
                    help="give every method the config's learning rate and epochs instead of its own defaults")
@@ -68,7 +68,7 @@ def add_parsers(sub) -> None:
                    help="train members in this process (faster start; peak memory is then not reported)")
     p.add_argument("--adversarial", metavar="NAMES",
                    help="also cross every method with these: none (plain), fgm, pgd, rdrop, e.g. none,fgm,pgd")
-    _add_perturb(p, required=False)
+    add_perturb(p, required=False)
     p.set_defaults(func=_cmd_compare, rerun_resumes="tuneforge compare")
 
     p = sub.add_parser("continual", help="train stage after stage with continual-learning strategies; "

@@ -20,12 +20,12 @@ from ..tasks.predictor import (
     predict_across_processes,
 )
 from .common import (
-    _add_num_processes,
-    _add_perturb,
-    _add_precision,
-    _add_text_columns,
-    _positive_int,
-    _write_output,
+    add_num_processes,
+    add_perturb,
+    add_precision,
+    add_text_columns,
+    positive_int,
+    write_output,
 )
 
 
@@ -82,7 +82,7 @@ def _cmd_predict(args) -> int:
         results = predictor.predict(examples, batch_size=args.batch_size)
         tasks = labelstudio_tasks([predictor.annotation(ex, r) for ex, r in zip(examples, results)],
                                   as_predictions=True, model_version=f"tuneforge:{Path(args.run).resolve().name}")
-        _write_output(json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", args.out,
+        write_output(json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", args.out,
                       f"{predictor.describe_output(results)}; {runtime}")
         return 0
     # to --out atomically (it appears complete or not at all), or to standard output as pieces arrive
@@ -102,7 +102,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. training.epochs=3")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    _add_num_processes(p)
+    add_num_processes(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="score a trained run on a labelled file")
@@ -110,12 +110,12 @@ def add_parsers(sub) -> None:
     p.add_argument("data")
     p.add_argument("--format", default="auto", choices=["auto", "conll", "jsonl", "csv", "tsv", "parquet", "arrow", "hf"])
     p.add_argument("--tag-column", type=int, help="token classifiers: the tag column of a CoNLL file (default: last)")
-    _add_text_columns(p, labels=True)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    _add_precision(p)
+    add_text_columns(p, labels=True)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    add_precision(p)
     p.add_argument("--out", help="also write the metrics as JSON here")
-    _add_perturb(p, required=False)
-    _add_num_processes(p)
+    add_perturb(p, required=False)
+    add_num_processes(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="tag or classify CoNLL, CSV/TSV, JSONL or raw text (one text a line)")
@@ -125,11 +125,11 @@ def add_parsers(sub) -> None:
                    choices=["auto", "conll", "jsonl", "text", "csv", "tsv", "parquet", "arrow", "hf"],
                    help="input format; auto: .txt is raw text, .jsonl JSONL, .csv/.tsv tables (text classifiers), "
                         ".parquet/.arrow and hf:NAME[@SPLIT] datasets, else CoNLL (first column = word)")
-    _add_text_columns(p, labels=False)
+    add_text_columns(p, labels=False)
     p.add_argument("--output-format", default="jsonl", choices=["jsonl", "conll", "labelstudio"],
                    help="labelstudio: tasks pre-annotated with the predictions and their scores")
     p.add_argument("--out", help="write here instead of standard output")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    _add_precision(p)
-    _add_num_processes(p)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    add_precision(p)
+    add_num_processes(p)
     p.set_defaults(func=_cmd_predict)

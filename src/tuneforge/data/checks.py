@@ -46,6 +46,7 @@ import numpy as np
 from ..artifacts.paths import resolve_path
 from ..errors import DataError, TuneforgeError
 from .hf_datasets import dataset_format, sample_rows
+from .cjk import CJK_SCRIPTS
 from .records import collect_bad_records
 
 NEAR_THRESHOLD = 0.8
@@ -53,7 +54,6 @@ SHINGLE = 5
 MINHASH_PERMUTATIONS = 128
 SHOW = 10  # examples listed per finding (the counts are always complete)
 
-_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 _URL = r"https?://\S+|www\.\S+"
 _MENTION = r"(?<!\w)@\w+"
 
@@ -284,7 +284,7 @@ def character_classes(texts: Sequence[str]) -> dict:
             if ch.isspace():
                 continue
             counts["all"] += 1
-            if regex.match(rf"[{_CJK}]", ch):
+            if regex.match(rf"[{CJK_SCRIPTS}]", ch):
                 counts["cjk"] += 1
             elif regex.match(r"\p{Latin}", ch):
                 counts["latin"] += 1

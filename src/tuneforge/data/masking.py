@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from ..errors import ConfigError
+from .cjk import is_cjk_ideograph as is_cjk
 from .tokenizing import IGNORE_INDEX, long_inputs_expected
 
 NO_GROUP = -1  # special tokens and document separators: never masked
@@ -22,14 +22,6 @@ def _jieba():
                           "or set task.chinese_segmentation: characters") from None
     jieba.setLogLevel(60)  # it logs its dictionary loading at INFO on every start
     return jieba
-
-
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
-
-
-def is_cjk(text: str) -> bool:
-    """True when ``text`` is one CJK ideograph (what BERT's normaliser always splits off as a word)."""
-    return len(text) == 1 and bool(_CJK.match(text))
 
 
 def word_groups(tokenizer, texts: Sequence[str], whole_word: bool = True, chinese: str = "jieba",

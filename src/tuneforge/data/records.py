@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 
 from ..artifacts.paths import resolve_path
 from ..errors import DataError
+from .cjk import CJK_SCRIPTS
 
 
 @dataclass
@@ -143,12 +144,11 @@ def open_checked(path: str | Path) -> Path:
 #   each CJK character is its own word (Chinese is labelled per character);
 #   a run of letters/digits, with inner apostrophes or hyphens kept ("don't", "state-of-the-art");
 #   any other non-space character on its own (punctuation, emoji).
-_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
-_WORD_CHAR = rf"[^\W_{_CJK}]"  # a letter or digit that is not CJK
+_WORD_CHAR = rf"[^\W_{CJK_SCRIPTS}]"  # a letter or digit that is not CJK
 PRETOKENIZER_PATTERN = (
     r"https?://\S+|www\.\S+"
     r"|[@#][\w_]+"
-    rf"|[{_CJK}]"
+    rf"|[{CJK_SCRIPTS}]"
     rf"|{_WORD_CHAR}+(?:['’\-]{_WORD_CHAR}+)*"
     r"|\S"
 )
@@ -174,7 +174,7 @@ def join_words(words: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
     """
     import regex
 
-    cjk = regex.compile(rf"[{_CJK}]")
+    cjk = regex.compile(rf"[{CJK_SCRIPTS}]")
     parts: list[str] = []
     offsets: list[tuple[int, int]] = []
     position = 0

@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from ..data.cjk import needs_cjk_font
+
 
 def save_confusion_matrix_png(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, title: str = "") -> None:
     """Rows are gold labels, columns predictions; each cell shows its count. Written atomically."""
@@ -22,7 +24,7 @@ def save_confusion_matrix_png(matrix: Sequence[Sequence[int]], labels: Sequence[
     size = max(3.0, 0.6 * len(labels) + 1.5)
     # Chinese/Japanese label names need a CJK font; matplotlib falls back along this list glyph by glyph
     fonts = {"font.sans-serif": CJK_FONTS + list(matplotlib.rcParams["font.sans-serif"])}
-    needs_cjk = any(_is_cjk(ch) for text in [*labels, title] for ch in str(text))
+    needs_cjk = any(needs_cjk_font(ch) for text in [*labels, title] for ch in str(text))
     with matplotlib.rc_context(fonts), warnings.catch_warnings():
         if needs_cjk and not cjk_fonts():
             warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # said once, below
@@ -36,11 +38,6 @@ CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQ
              "Microsoft YaHei", "PingFang SC"]
 # file names of those fonts, for finding them when matplotlib's font cache predates their install
 _CJK_FILE_HINTS = ("notosanscjk", "notoserifcjk", "sourcehansans", "wqy", "simhei", "msyh", "pingfang")
-
-
-def _is_cjk(ch: str) -> bool:
-    code = ord(ch)
-    return 0x2E80 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x3FFFF
 
 
 def cjk_fonts() -> list[str]:
