@@ -525,3 +525,30 @@ def test_web_page_highlights_entities_and_draws_probability_bars(ner_run, method
         finally:
             browser.close()
     print(f"screenshots: {tmp_path}")
+
+
+def test_docs_page_works_offline_in_a_real_browser(ner_run):
+    """/docs draws the API (Swagger UI) with every request answered by this server: a request to any
+    other host is refused, as on an air-gapped machine, and the page still lists the endpoints."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = _chromium()
+    models = load_models([f"ner={ner_run}"])
+    with serving(models) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 800})
+            elsewhere, errors = [], []
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
+                       else (elsewhere.append(route.request.url), route.abort()))
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(base + "/docs")
+            page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+            paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.dataset.path)")
+            assert {"/v1/predict", "/v1/models", "/health", "/ready"} <= set(paths)
+            assert page.inner_text(".title").startswith("tuneforge")
+            assert elsewhere == [] and errors == []
+        finally:
+            browser.close()

@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InputError
@@ -149,7 +150,9 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
         app.state.ready = False
         await batcher.stop()
 
-    app = FastAPI(title="tuneforge", version=_version(), lifespan=lifespan,
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the fastapi-offline package,
+    # not from a CDN, so they work on an air-gapped server (FastAPI's own pages fetch them from jsDelivr)
+    app = FastAPIOffline(title="tuneforge", version=_version(), lifespan=lifespan,
                   description="Predictions from tuneforge run folders: entities with character offsets, "
                               "or labels with probabilities. Web page at /.")
     app.state.ready = False
