@@ -88,3 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                   else "interrupted; `tuneforge train CONFIG --resume` continues from the last checkpoint", file=sys.stderr)
         return 130
 
+
+def run() -> int:
+    """The ``tuneforge`` program: :func:`main`, then out of the process group before the process exits
+    (``main`` itself stays in it: a script or notebook may run several commands in the same processes)."""
+    code = main()
+    distributed.leave_processes()
+    return code

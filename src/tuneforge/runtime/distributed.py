@@ -205,6 +205,16 @@ def quiet_unless_main():
         hf_logging.enable_progress_bar()
 
 
+def leave_processes() -> None:
+    """Leave the process group, if this process joined one, before it exits (the end of a CLI command in
+    a launched process). A group left to interpreter shutdown can abort in gloo's threads ("terminate
+    called without an active exception", exit code 1 after all the work was done)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def launch_local(n_processes: int, argv: Sequence[str]) -> int:
     """Run ``python -m tuneforge ARGV`` as ``n_processes`` processes on this machine; returns the exit status.
 
