@@ -473,15 +473,20 @@ def _chromium() -> str:
     return path
 
 
+def _launch(playwright, chromium: str):
+    """Debian's Chromium, headless, with nothing of its own that reaches the network."""
+    return playwright.chromium.launch(executable_path=chromium, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync"])
+
+
 def test_web_page_highlights_entities_and_draws_probability_bars(ner_run, method_runs, tmp_path):
     from playwright.sync_api import sync_playwright
 
     chromium = _chromium()
     models = load_models([f"ner={ner_run}", f"topics={method_runs['topics']}"])
     with serving(models) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        browser = _launch(p, chromium)
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 640})
             errors = []
@@ -535,9 +540,7 @@ def test_docs_page_works_offline_in_a_real_browser(ner_run):
     chromium = _chromium()
     models = load_models([f"ner={ner_run}"])
     with serving(models) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        browser = _launch(p, chromium)
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 800})
             elsewhere, errors = [], []
