@@ -91,7 +91,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> int:
     """The ``tuneforge`` program: :func:`main`, then out of the process group before the process exits
-    (``main`` itself stays in it: a script or notebook may run several commands in the same processes)."""
+    (``main`` itself stays in it: a script or notebook may run several commands in the same processes).
+
+    A process of a run of several (a launched worker, or the launcher of ``--num-processes``) ends with
+    ``os._exit`` once its output is flushed: at interpreter teardown the threads of torch.distributed
+    (gloo, the rendezvous store) could abort the process ("terminate called without an active
+    exception", exit code 1) after all its work was done and written."""
+    several = distributed.launched_distributed() or any(a.startswith("--num-processes") for a in sys.argv)
     code = main()
     distributed.leave_processes()
+    if several:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 1)
     return code
