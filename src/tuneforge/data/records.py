@@ -207,3 +207,39 @@ def split_examples(examples: Sequence, ratios: Sequence[float], seed: int) -> li
         parts.append([examples[j] for j in order[begin:end]])
         begin = end
     return parts
+
+
+@dataclass
+class ChatExample:
+    """One conversation: ``messages`` as ``[{"role": "system" | "user" | "assistant", "content": str}]``,
+    the system turn (if any) first, user and assistant turns alternating after it.
+
+    A labelled conversation ends with the assistant's answer: :attr:`reference` is that answer and
+    :attr:`prompt_messages` everything before it (what a model is asked to continue).
+    """
+
+    messages: list[dict]
+    source: str = ""
+    line: int = 0
+
+    @property
+    def reference(self) -> str | None:
+        """The last assistant turn's content, when the conversation ends with one."""
+        last = self.messages[-1] if self.messages else None
+        return last["content"] if last is not None and last["role"] == "assistant" else None
+
+    @property
+    def prompt_messages(self) -> list[dict]:
+        """The turns a model answers: all of them but a final assistant turn."""
+        return self.messages[:-1] if self.reference is not None else list(self.messages)
+
+    @property
+    def text(self) -> str:
+        """Every turn's content, one a line (what duplicates are compared on, what tokenizer checks read)."""
+        return "\n".join(m["content"] for m in self.messages)
+
+    def as_text(self) -> str:
+        return self.text
+
+    def word_list(self) -> list[str]:
+        return self.text.split()

@@ -15,6 +15,7 @@ package re-exports the public names of all of them.
 
 from ..records import (
     PRETOKENIZER_PATTERN,
+    ChatExample,
     TextExample,
     TokenExample,
     collect_bad_records,
@@ -36,13 +37,15 @@ from ..tags import (
     parse_tag,
     split_tag,
 )
+from .chat import CHAT_FORMATS, ROLE_NAMES, check_conversation, read_conversations, read_prompts
 from .documents import DOCUMENT_SUFFIXES, DocumentReport, document_files, read_documents
 from .formats import detect_format, detect_text_format, read_text_file, read_token_file, write_text_file
 from .texts import TEXT_FORMATS, check_known_labels, read_text_jsonl, read_text_table
 from .tokens import DOCSTART, examples_from_texts, read_conll, read_jsonl, read_text_lines, write_conll, write_token_jsonl
 
 __all__ = [
-    "BEGIN", "DOCSTART", "DOCUMENT_SUFFIXES", "END", "INSIDE", "PRETOKENIZER_PATTERN", "SCHEMES", "SINGLE",
+    "BEGIN", "CHAT_FORMATS", "ROLE_NAMES", "ChatExample", "check_conversation", "read_conversations", "read_prompts",
+    "DOCSTART", "DOCUMENT_SUFFIXES", "END", "INSIDE", "PRETOKENIZER_PATTERN", "SCHEMES", "SINGLE",
     "TEXT_FORMATS", "DocumentReport", "SchemeReport", "TextExample", "TokenExample", "check_known_labels",
     "check_known_tags", "check_trainable_labels", "collect_bad_records", "detect_format", "detect_scheme",
     "detect_text_format", "document_files", "examples_from_texts", "join_words", "normalise_to_iob2", "parse_tag",
