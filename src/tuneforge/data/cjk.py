@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 
 CJK_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
-_IDEOGRAPH = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
+IDEOGRAPH_CLASS = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]"  # CJK ideographs
+_IDEOGRAPH = re.compile(IDEOGRAPH_CLASS)
 
 
 def is_cjk_ideograph(text: str) -> bool:
