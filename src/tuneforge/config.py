@@ -94,7 +94,7 @@ def config_class(task_type: str) -> type[Config]:
     task = get_task(task_type)
     key = (task, tuple(METHODS))
     if key not in _CONFIG_CLASSES:
-        sections = {"task": task.Options, "data": task.Data, "encoding": task.Encoding}
+        sections = {"task": task.Options, "model": task.Model, "data": task.Data, "encoding": task.Encoding}
         if key[1] != tuple(_BUILT_IN_METHODS):
             sections["method"] = method_union()
         namespace = {"__annotations__": dict(sections), "__module__": __name__}
@@ -118,7 +118,8 @@ def _task_type(tree: dict) -> str:
 def _key_of_other_task(section: str, key: str) -> str | None:
     """The task type that defines ``section.key`` when the chosen one does not (for a precise error)."""
     for name, task in REGISTRY.items():
-        if key in {"task": task.Options, "data": task.Data, "encoding": task.Encoding}[section].model_fields:
+        if key in {"task": task.Options, "model": task.Model, "data": task.Data,
+                   "encoding": task.Encoding}[section].model_fields:
             return name
     return None
 
@@ -139,7 +140,7 @@ def _describe_error(err: dict, key: str, task_type: str) -> str:
         return f"bad value for '{shown}.{union[0]}': choose one of {', '.join(union[1])}"
     if err["type"] == "extra_forbidden":
         loc = key.split(".")
-        owner = _key_of_other_task(loc[0], loc[1]) if len(loc) == 2 and loc[0] in ("task", "data", "encoding") else None
+        owner = _key_of_other_task(loc[0], loc[1]) if len(loc) == 2 and loc[0] in ("task", "model", "data", "encoding") else None
         if owner:
             return f"'{shown}' does not apply to task.type {task_type}; remove it"
         return f"unknown key '{shown}'; remove it or check its spelling"

@@ -34,7 +34,7 @@ def _load_onto_base(folder: Path, meta: dict, method, task, trust_remote_code: b
     # base["trust_remote_code"] records how the run was trained; it is never obeyed: a run folder
     # from elsewhere must not be able to switch on running its code. Only the caller can.
     base_path = Path(resolve_path(base["name_or_path"]))
-    if base_path.is_dir():
+    if base_path.is_dir() and not base.get("gguf_file"):  # a GGUF file holds tensors, never pickles
         require_safetensors(base_path, "the base model")
     model = task.load_pretrained(
         base["name_or_path"], meta["labels"], meta, revision=base.get("revision"),

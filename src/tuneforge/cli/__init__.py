@@ -1,4 +1,4 @@
-"""`tuneforge train|eval|predict|compare|curve|continual|export|serve|vocab|data …` — parses arguments and calls the Python API."""
+"""`tuneforge train|eval|predict|chat|compare|curve|continual|export|serve|vocab|data …` — parses arguments and calls the Python API."""
 
 # The docstring above is `tuneforge --help`'s description. Each command group is a module of this package
 # with its `_cmd_*` handlers and an `add_parsers(sub)` that adds its sub-parsers; this module builds the
@@ -12,7 +12,7 @@ import sys
 
 from ..errors import TuneforgeError
 from ..runtime import distributed
-from . import data, deploy, experiments, label, train, vocab
+from . import chat, data, deploy, experiments, label, train, vocab
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     # in this order: it is the order `tuneforge --help` lists the commands in
     train.add_parsers(sub)  # train, eval, predict
+    chat.add_parsers(sub)
     experiments.add_parsers(sub)  # compare, continual, continual-split, curve
     deploy.add_parsers(sub)  # export, serve
     vocab.add_parsers(sub)

@@ -73,6 +73,7 @@ def _cmd_predict(args) -> int:
         raise TuneforgeError(f"--output-format {args.output_format}: a {predictor.task_name.replace('_', ' ')} "
                              f"model writes {', '.join(predictor.output_formats)}")
     options = check_read_options(predictor, {"text_column": args.text_column, "text_pair_column": args.text_pair_column})
+    configure_generation(predictor, args)
     examples = predictor.read_inputs(args.input, args.format, **options)
     runtime = ", ".join(f"{k} {v}" for k, v in predictor.runtime.items())
     if args.output_format == "labelstudio":  # pre-annotations: every task's predictions, with scores (one JSON array)
@@ -92,6 +93,30 @@ def _cmd_predict(args) -> int:
     if distributed.is_main():
         print(f"wrote {describe_counts(counts)}{' to ' + args.out if args.out else ''}; {runtime}", file=sys.stderr)
     return 0
+
+
+GENERATION_FLAGS = ("max_new_tokens", "temperature", "top_p", "stop", "seed")
+
+
+def configure_generation(predictor, args) -> None:
+    """``--max-new-tokens``, ``--temperature``... for a generative run; an error for any other."""
+    given = {k: getattr(args, k) for k in GENERATION_FLAGS if getattr(args, k, None) is not None}
+    if not given:
+        return
+    if not hasattr(predictor, "configure"):
+        flag = "--" + next(iter(given)).replace("_", "-")
+        raise TuneforgeError(f"{flag} applies to generative runs (task.type sft or causal_lm), not to a "
+                             f"{predictor.task_name.replace('_', ' ')} model")
+    predictor.configure(**given)
+
+
+def add_generation(p) -> None:
+    g = p.add_argument_group("generation (sft and causal_lm runs)")
+    g.add_argument("--max-new-tokens", type=positive_int, help="the longest answer (default: the run's task.max_new_tokens)")
+    g.add_argument("--temperature", type=float, help="0: greedy (the default); above 0: sampling")
+    g.add_argument("--top-p", type=float, help="nucleus sampling: the smallest set of tokens with this probability")
+    g.add_argument("--stop", action="append", help="end an answer at this string (not included); repeatable")
+    g.add_argument("--seed", type=int, help="sampling seed")
 
 
 def add_parsers(sub) -> None:
@@ -118,7 +143,7 @@ def add_parsers(sub) -> None:
     add_num_processes(p)
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("predict", help="tag or classify CoNLL, CSV/TSV, JSONL or raw text (one text a line)")
+    p = sub.add_parser("predict", help="tag, classify or answer: CoNLL, CSV/TSV, JSONL (prompts, chats) or raw text (one text a line)")
     p.add_argument("run")
     p.add_argument("input")
     p.add_argument("--format", default="auto",
@@ -131,5 +156,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="write here instead of standard output")
     p.add_argument("--batch-size", type=positive_int, default=64)
     add_precision(p)
+    add_generation(p)
     add_num_processes(p)
     p.set_defaults(func=_cmd_predict)

@@ -38,4 +38,7 @@ class FreezeBody(SubsetOfBaseMethod):
             for layer in list(layers)[-k:]:
                 for param in layer.parameters():
                     param.requires_grad_(True)
+        if not any(p.requires_grad for p in model.parameters()):  # a decoder's lm_head is no new head
+            raise ConfigError("method.name freeze: with train_top_layers 0 nothing trains (this model has no new "
+                              "head); set method.train_top_layers to the number of top layers to train")
         return model

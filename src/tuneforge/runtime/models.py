@@ -24,9 +24,16 @@ def _is_hub_name(text: str) -> bool:
     return not text.startswith((".", "~"))
 
 
-def check_model_source(path: str) -> None:
-    """A local model path that cannot be a model is reported as such, not as a bad hub name."""
+def check_model_source(path: str, gguf_file: str | None = None) -> None:
+    """A local model path that cannot be a model is reported as such, not as a bad hub name.
+    With ``gguf_file`` the folder holds that GGUF checkpoint instead of config.json."""
     where = Path(path)
+    if gguf_file is not None and where.is_dir():
+        if not (where / gguf_file).is_file():
+            ggufs = sorted(p.name for p in where.glob("*.gguf"))
+            raise ConfigError(f"model.gguf_file: {where / gguf_file} does not exist"
+                              + (f"; the folder holds {', '.join(ggufs)}" if ggufs else "; the folder holds no .gguf file"))
+        return
     if where.is_dir():
         if not (where / "config.json").is_file():
             raise ConfigError(f"model.name_or_path: {path} is a folder without config.json; give a Hugging Face model folder")
@@ -91,12 +98,18 @@ def check_max_length(model_config, tokenizer, max_length: int, where: str = "enc
         )
 
 
-def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
+def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False,
+                   gguf_file: str | None = None):
+    """The model's fast tokenizer (from a GGUF file's metadata with ``gguf_file``); a pad token is set
+    when the model has none."""
     from transformers import AutoTokenizer
 
     path = resolve_path(name_or_path)
-    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
-    if _model_type(path, revision, trust_remote_code) in _PREFIX_SPACE_TYPES:
+    kwargs: dict = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if gguf_file is not None:
+        check_model_source(path, gguf_file)
+        kwargs["gguf_file"] = gguf_file
+    elif _model_type(path, revision, trust_remote_code) in _PREFIX_SPACE_TYPES:
         kwargs["add_prefix_space"] = True
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     if not getattr(tokenizer, "is_fast", True):
@@ -203,6 +216,50 @@ def _load_with_head(auto_class, name_or_path, labels, revision, trust_remote_cod
         print_main(f"new task head for {len(labels)} labels: {', '.join(sorted(info['missing_keys']))}")
     elif head_name and announce_new_head and info.get("missing_keys"):
         print_main(f"new {head_name} (the base model has none): {', '.join(sorted(info['missing_keys']))}")
+    if getattr(model.config, "pad_token_id", None) is None:
+        eos = getattr(model.config, "eos_token_id", None)
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    return model
+
+
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def load_causal_lm(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False,
+                   gguf_file: str | None = None, dtype: str = "float32", attn_implementation: str | None = None):
+    """An ``AutoModelForCausalLM`` (GPT-2, Llama, Qwen2, SmolLM2...), from a folder, a hub name or a
+    GGUF checkpoint in a folder (``gguf_file``: transformers dequantises it to ``dtype``).
+
+    A model read from GGUF keeps a record of its quantizer (``hf_quantizer``,
+    ``config.quantization_config``) although its weights are plain tensors by then; the record is
+    dropped so the model trains, saves (``save_pretrained`` refuses it otherwise) and merges as any other.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_path(name_or_path)
+    check_model_source(path, gguf_file)
+    kwargs: dict = {"revision": revision, "trust_remote_code": trust_remote_code, "dtype": getattr(torch, dtype)}
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # GGUF dequantisation draws a bar per tensor
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _cannot_load(path, exc) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    if gguf_file is not None:
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.is_quantized = False
     if getattr(model.config, "pad_token_id", None) is None:
         eos = getattr(model.config, "eos_token_id", None)
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos

@@ -8,6 +8,7 @@ run folder loads as its task's predictor. Adding a task is one module and one li
 from __future__ import annotations
 
 from .base import Task, TaskData
+from .causal_lm import SFT, CausalLM
 from .masked_lm import MaskedLM
 from .predictor import Predictor
 from .setfit import SetFitClassification
@@ -18,7 +19,8 @@ from ..errors import ConfigError
 
 REGISTRY: dict[str, type[Task]] = {
     task.name: task
-    for task in (TokenClassification, TextClassification, MaskedLM, ZeroShotClassification, SetFitClassification)
+    for task in (TokenClassification, TextClassification, MaskedLM, ZeroShotClassification, SetFitClassification,
+                 CausalLM, SFT)
 }
 
 

@@ -6,8 +6,8 @@ into (:mod:`.capabilities`); the trained model read back is the task's :class:`~
 A task class is instantiated once per run with the validated config (``task = Task(cfg)``); the one
 driver (:func:`tuneforge.driver.train_run`) asks it, in this order:
 
-1. **config**: ``Options`` / ``Data`` / ``Encoding`` are the task's own ``task:``, ``data:`` and
-   ``encoding:`` sections (subclasses of the shared ones); keys another task defines are errors.
+1. **config**: ``Options`` / ``Model`` / ``Data`` / ``Encoding`` are the task's own ``task:``,
+   ``model:``, ``data:`` and ``encoding:`` sections (subclasses of the shared ones); keys another task defines are errors.
 2. **data**: :meth:`Task.prepare_data` reads train/dev/test (:meth:`read`, ``data.split``), lets
    the task normalise them (:meth:`normalise`), builds the label space (:meth:`label_list`), checks
    dev/test against it (:meth:`check_labels`), cuts ``data.max_train_examples``, draws
@@ -41,7 +41,7 @@ from ..data.readers import split_examples
 from ..data.sampling import describe_sample
 from ..errors import ConfigError, TuneforgeError
 from ..runtime.models import load_tokenizer
-from ..schema import DataConfig, EncodingConfig, TaskOptions
+from ..schema import DataConfig, EncodingConfig, ModelConfig, TaskOptions
 from .capabilities import KShotSampling, Perturbable, require
 from .predictor import Predictor, evaluate_across_processes
 
@@ -55,11 +55,23 @@ class TaskData:
     report: dict
 
 
+def hold_out_documents(d: DataConfig, splits: dict[str, list], report: dict) -> None:
+    """Language modelling on raw text: hold out ``data.eval_share`` of the documents (at most
+    ``data.max_eval_documents``) for evaluation when no dev set or split is given."""
+    if not splits["dev"] and d.split is None and d.eval_share > 0:
+        train, dev = split_examples(splits["train"], [1 - d.eval_share, d.eval_share], d.split_seed)
+        if d.max_eval_documents is not None and len(dev) > d.max_eval_documents:
+            train, dev = train + dev[d.max_eval_documents:], dev[: d.max_eval_documents]
+        splits["train"], splits["dev"] = train, dev
+        report["held_out"] = {"share": d.eval_share, "documents": len(dev), "seed": d.split_seed}
+
+
 class Task:
     """The interface described in the module docstring, with the defaults most tasks share."""
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[TaskOptions]] = TaskOptions
+    Model: ClassVar[type[ModelConfig]] = ModelConfig
     Data: ClassVar[type[DataConfig]] = DataConfig
     Encoding: ClassVar[type[EncodingConfig]] = EncodingConfig
     Predictor: ClassVar[type[Predictor]] = Predictor

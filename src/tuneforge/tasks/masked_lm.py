@@ -38,13 +38,13 @@ from ..data.encode import (
     special_token_template,
     word_groups,
 )
-from ..data.readers import TextExample, read_documents, split_examples
+from ..data.readers import TextExample, read_documents
 from ..errors import ConfigError, TuneforgeError
 from ..runtime.models import load_masked_lm
 from ..runtime.precision import autocast_context
 from ..schema import DataConfig, EncodingConfig, TaskOptions
 from ..training.callbacks import Callback
-from .base import Task, TaskData
+from .base import Task, TaskData, hold_out_documents
 from .predictor import Predictor
 
 EVAL_MASK_SEED = 20240601  # one fixed masking for every evaluation
@@ -264,14 +264,7 @@ class MaskedLM(Task):
         return read_documents(path, d.format, d.text_column)
 
     def normalise(self, splits: dict[str, list], report: dict) -> None:
-        """Hold out ``data.eval_share`` of the documents for evaluation when no dev set is given."""
-        d = self.cfg.data
-        if not splits["dev"] and d.split is None and d.eval_share > 0:
-            train, dev = split_examples(splits["train"], [1 - d.eval_share, d.eval_share], d.split_seed)
-            if d.max_eval_documents is not None and len(dev) > d.max_eval_documents:
-                train, dev = train + dev[d.max_eval_documents:], dev[: d.max_eval_documents]
-            splits["train"], splits["dev"] = train, dev
-            report["held_out"] = {"share": d.eval_share, "documents": len(dev), "seed": d.split_seed}
+        hold_out_documents(self.cfg.data, splits, report)
 
     def label_list(self, train) -> list[str]:
         return []
