@@ -288,6 +288,29 @@ def test_stop_strings_cut_the_answer_batched_and_streamed(overfit_sft):
     assert "".join(predictor.stream("Say hi")) == "Hi there, friend!"
 
 
+def test_a_stream_ends_its_generation_when_a_stop_string_shows_or_the_reader_leaves(overfit_sft):
+    result, _ = overfit_sft
+    predictor = tuneforge.load(result.run_dir, precision="fp32")
+    calls = []
+    hook = predictor.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        assert "".join(predictor.stream("Say hi", max_new_tokens=200, temperature=0)) == "Hi there, friend!"
+        whole = len(calls)
+        calls.clear()
+        assert "".join(predictor.stream("Say hi", stop=["Hi"], max_new_tokens=200, temperature=0)) == ""
+        after_stop = len(calls)
+        calls.clear()
+        stream = predictor.stream("Say hi", max_new_tokens=200, temperature=5.0, seed=0)  # sampled: no early end
+        next(stream)
+        stream.close()
+        after_close = len(calls)
+    finally:
+        hook.remove()
+    # "Hi" is the first token: the generation stopped a token or two later, not at the answer's end
+    # (nor, sampled at temperature 5, at 200 tokens)
+    assert whole >= 5 and after_stop <= 3 and after_close <= 3, (whole, after_stop, after_close)
+
+
 def test_sampling_with_a_seed_is_reproducible(overfit_sft):
     result, _ = overfit_sft
     predictor = tuneforge.load(result.run_dir, precision="fp32")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -225,6 +228,25 @@ def _load_with_head(auto_class, name_or_path, labels, revision, trust_remote_cod
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
+@contextmanager
+def _without_gguf_bar(active: bool):
+    """transformers dequantises GGUF tensors under a ``tqdm.auto`` bar of its own (``disable_progress_bar``
+    does not reach it) that fills a log with 272 redraws: stderr is held while it runs and given back
+    without the bar's lines."""
+    if not active:
+        yield
+        return
+    held = io.StringIO()
+    try:
+        with redirect_stderr(held):
+            yield
+    finally:
+        kept = [line for line in held.getvalue().replace("\r", "\n").splitlines()
+                if line.strip() and "de-quantizing GGUF tensors" not in line]
+        if kept:
+            sys.stderr.write("\n".join(kept) + "\n")
+
+
 def load_causal_lm(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False,
                    gguf_file: str | None = None, dtype: str = "float32", attn_implementation: str | None = None):
     """An ``AutoModelForCausalLM`` (GPT-2, Llama, Qwen2, SmolLM2...), from a folder, a hub name or a
@@ -245,16 +267,18 @@ def load_causal_lm(name_or_path: str, revision: str | None = None, trust_remote_
         kwargs["gguf_file"] = gguf_file
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # GGUF dequantisation draws a bar per tensor
+    hf_logging.disable_progress_bar()  # "Loading weights" draws a bar per checkpoint
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        with _without_gguf_bar(gguf_file is not None):
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise _cannot_load(path, exc) from None
     finally:
         hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+        if bars:
+            hf_logging.enable_progress_bar()
     if gguf_file is not None:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

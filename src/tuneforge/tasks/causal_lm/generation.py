@@ -105,7 +105,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], settings: Generatio
 def stream_text(model, tokenizer, prompt: str, settings: GenerationSettings, precision: str = "fp32") -> Iterator[str]:
     """The answer to one prompt, piece by piece as it is generated (``TextIteratorStreamer``); a stop
     string ends the stream before it is shown."""
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     settings.check()
     device = next(model.parameters()).device
@@ -113,11 +113,17 @@ def stream_text(model, tokenizer, prompt: str, settings: GenerationSettings, pre
     enc = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(device)
     kwargs = _generate_kwargs(tokenizer, settings, end_token_ids(model, tokenizer))
     errors: list[BaseException] = []
+    cancelled = threading.Event()
+
+    class Cancelled(StoppingCriteria):  # a stop string shown, or the reader gone: generation ends at the next token
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
 
     def run() -> None:
         try:
             with torch.inference_mode(), autocast_context(device, precision):
-                model.generate(**enc, streamer=streamer, **kwargs)
+                model.generate(**enc, streamer=streamer, stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                               **kwargs)
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
             streamer.end()
@@ -129,21 +135,29 @@ def stream_text(model, tokenizer, prompt: str, settings: GenerationSettings, pre
     worker.start()
     shown, held = "", ""
     longest_stop = max((len(s) for s in settings.stop), default=0)
-    for piece in streamer:
-        held += piece
-        text, stopped = _cut_at_stop(shown + held, settings.stop)
-        if stopped:
-            if len(text) > len(shown):
-                yield text[len(shown):]
-            break
-        # hold back what could be the start of a stop string
-        safe = len(held) - (longest_stop - 1) if longest_stop else len(held)
-        if safe > 0:
-            yield held[:safe]
-            shown, held = shown + held[:safe], held[safe:]
-    else:
-        if held:
-            yield held
-    worker.join()
+    ended = False  # the streamer's end mark was read: reading on would wait forever
+    try:
+        for piece in streamer:
+            held += piece
+            text, stopped = _cut_at_stop(shown + held, settings.stop)
+            if stopped:
+                if len(text) > len(shown):
+                    yield text[len(shown):]
+                break
+            # hold back what could be the start of a stop string
+            safe = len(held) - (longest_stop - 1) if longest_stop else len(held)
+            if safe > 0:
+                yield held[:safe]
+                shown, held = shown + held[:safe], held[safe:]
+        else:
+            ended = True
+            if held:
+                yield held
+    finally:  # also when the caller stops reading (GeneratorExit): the worker must not run on
+        cancelled.set()
+        if not ended:
+            for _ in streamer:  # drain to the end mark, so the worker's queue puts never block
+                pass
+        worker.join()
     if errors:
         raise errors[0]
