@@ -345,3 +345,30 @@ def test_causal_lm_holds_out_dev_documents_and_learns_to_continue_the_text(tiny_
     assert not predictor.chat
     answer = predictor.generate("the quick brown", max_new_tokens=6)[0]["text"]
     assert answer.startswith(" fox jumps over the lazy")
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_bf16_predictor_casts_its_linear_weights_once_and_answers_as_autocast_does(overfit_sft, tiny_llama,
+                                                                                       tmp_path, method):
+    from tuneforge.tasks.causal_lm.predictor import DecoderModel
+
+    result, train = overfit_sft
+    run = result.run_dir
+    if method == "lora":
+        run = tuneforge.train(sft_config(tiny_llama, train, tmp_path / "lora", **{"method.name": "lora",
+                                                                               "training.epochs": 1})).run_dir
+    cast = tuneforge.load(run, precision="bf16")
+    plain = tuneforge.load(run, precision="fp32")
+    autocast = DecoderModel(plain.model, plain.tokenizer, plain.meta, "bf16")  # fp32 weights, cast at each call
+    linear = [m for m in cast.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and all(m.weight.dtype == torch.bfloat16 for m in linear)
+    embeddings = cast.model.get_input_embeddings().weight
+    assert embeddings.dtype == torch.float32  # tied to the output layer, which got its own copy
+    prompts = ["What is the capital of France?", "Say hi", "a much longer prompt " * 5]
+    for settings in ({"max_new_tokens": 12}, {"max_new_tokens": 12, "temperature": 1.0, "seed": 3}):
+        assert cast.generate(prompts, **settings) == autocast.generate(prompts, **settings)
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(cast.model(input_ids=ids).logits, plain.model(input_ids=ids).logits)
+    examples = autocast.read(train)
+    assert cast.evaluate_examples(examples)[0] == autocast.evaluate_examples(examples)[0]

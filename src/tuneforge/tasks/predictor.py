@@ -55,6 +55,10 @@ class Predictor:
         # what runs, for metrics.json and predict's report (the loader sets it for int8 and onnx)
         self.runtime = {"engine": "torch", "precision": self.precision}
 
+    def prepare_loaded(self) -> None:
+        """Called once by the loader on a model read from its folder, never on a model still training
+        (``evaluate_dev`` wraps the training model too): settle its weights for inference. Default: nothing."""
+
     @property
     def task_name(self) -> str:
         return self.meta.get("task", "")

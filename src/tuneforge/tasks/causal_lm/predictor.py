@@ -15,7 +15,7 @@ from ...data.readers.chat import read_conversations, read_prompts
 from ...data.records import ChatExample, TextExample
 from ...errors import InputError
 from ...evaluation.generation import describe_generation_scores, score_generations
-from ...runtime.precision import autocast_context
+from ...runtime.precision import autocast_context, cast_linear_weights
 from ..predictor import Predictor
 from .encoding import DecoderCollator, encode_conversations, encode_text_blocks, render_prompt
 from .generation import GenerationSettings, generate_texts, stream_text
@@ -29,6 +29,11 @@ class DecoderModel(Predictor):
     def __init__(self, model, tokenizer, meta: dict, precision: str = "auto"):
         super().__init__(model, tokenizer, meta, precision)
         self.generation = GenerationSettings(max_new_tokens=meta.get("max_new_tokens", 128))
+
+    def prepare_loaded(self) -> None:
+        # bf16: the linear weights cast once rather than at every generated token (same outputs;
+        # benchmarks/RESULTS.md "Decoder LLMs": generation tokens/s)
+        cast_linear_weights(self.model, self.precision)
 
     @property
     def chat(self) -> bool:
