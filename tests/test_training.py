@@ -1,10 +1,8 @@
 """End-to-end training on a tiny randomly initialised BERT built in the test."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ import tuneforge
 from tuneforge.training.callbacks import StepFunction
 from tuneforge.api import train
 
-from conftest import tiny_config
+from conftest import tiny_config, train_and_kill_9
 
 
 @pytest.fixture(scope="module")
@@ -147,19 +145,7 @@ def test_resume_mid_epoch_matches_uninterrupted(tiny_bert, ner_files, tmp_path):
 
 def test_resume_after_kill_9(tiny_bert, ner_files, tmp_path):
     cfg = tiny_config(tiny_bert, ner_files, tmp_path / "killed", epochs=60, checkpoint_every_steps=1)
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", str(config_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "killed" / "checkpoint" / "state.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    train_and_kill_9(cfg, tmp_path / "config.yaml")
     resumed = train(cfg, resume=True)
     reference = train(dict(cfg, output_dir=str(tmp_path / "reference")))
     assert resumed.metrics["history"] == reference.metrics["history"]

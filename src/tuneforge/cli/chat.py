@@ -36,7 +36,9 @@ def _cmd_chat(args) -> int:
             print("(conversation forgotten)", file=sys.stderr)
             continue
         history.append({"role": "user", "content": text})
-        print("model> " if sys.stdout.isatty() else "", end="", flush=True)
+        if not sys.stdin.isatty():  # piped in: show the turn on stderr, so stdout holds only the answers
+            print(f"you> {text}\nmodel> ", end="", file=sys.stderr, flush=True)
+        print("model> " if sys.stdout.isatty() and sys.stdin.isatty() else "", end="", flush=True)
         answer = ""
         for piece in predictor.stream(history):
             answer += piece

@@ -8,6 +8,8 @@ is listed in ``modules_to_save``: it trains and is saved with the adapter.
 from __future__ import annotations
 
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..data.vocab import CONFIG_KEY
@@ -31,12 +33,22 @@ def peft_task_type(model):
     raise ConfigError(f"method: peft methods support token and sequence classifiers and masked LMs, not {kind}")
 
 
+@contextmanager
+def _peft_model_built():
+    """peft (0.21) reads ``model.is_gradient_checkpointing``, which transformers 5 deprecates with a
+    FutureWarning at every wrap and load: a warning for peft to fix, not our users; that one is held."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def wrap(model, peft_config):
     """``get_peft_model`` with one-line errors for bad method settings."""
     from peft import get_peft_model
 
     try:
-        return get_peft_model(model, peft_config)
+        with _peft_model_built():
+            return get_peft_model(model, peft_config)
     except ValueError as exc:
         raise ConfigError(f"method: {str(exc).splitlines()[0]}") from None
 
@@ -53,7 +65,8 @@ def save(peft_model, out_dir: Path, state_dict: dict | None = None) -> None:
 def load(base_model, folder: Path):
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base_model, str(folder))
+    with _peft_model_built():
+        return PeftModel.from_pretrained(base_model, str(folder))
 
 
 def head_modules(model) -> list[str]:

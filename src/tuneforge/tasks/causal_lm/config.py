@@ -7,6 +7,7 @@ from typing import ClassVar, Literal, Optional
 from pydantic import Field, model_validator
 
 from ...schema import DataConfig, EncodingConfig, ModelConfig, TaskOptions
+from ..masked_lm import MaskedLMData
 
 
 class DecoderModelConfig(ModelConfig):
@@ -41,12 +42,8 @@ class SFTOptions(TaskOptions):
     max_new_tokens: int = Field(default=128, ge=1, description="the longest answer those generations may give")
 
 
-class CausalLMData(DataConfig):
-    FORMATS: ClassVar[tuple[str, ...]] = ("auto", "text", "jsonl", "parquet", "arrow", "hf")
-    text_column: str = Field(default="text", description="the text key of .jsonl records, the text column of a dataset")
-    eval_share: float = Field(default=0.05, ge=0, lt=1,
-                              description="share of train documents held out for evaluation when no dev/split is given")
-    max_eval_documents: Optional[int] = Field(default=2000, ge=1, description="cap on the held-out documents")
+class CausalLMData(MaskedLMData):
+    """Raw text documents, read as masked-LM pre-training reads them."""
 
 
 class SFTData(DataConfig):
