@@ -38,7 +38,8 @@ def _cmd_chat(args) -> int:
         history.append({"role": "user", "content": text})
         if not sys.stdin.isatty():  # piped in: show the turn on stderr, so stdout holds only the answers
             print(f"you> {text}\nmodel> ", end="", file=sys.stderr, flush=True)
-        print("model> " if sys.stdout.isatty() and sys.stdin.isatty() else "", end="", flush=True)
+        elif sys.stdout.isatty():
+            print("model> ", end="", flush=True)
         answer = ""
         for piece in predictor.stream(history):
             answer += piece

@@ -7,7 +7,6 @@ is listed in ``modules_to_save``: it trains and is saved with the adapter.
 
 from __future__ import annotations
 
-import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,7 +55,7 @@ def wrap(model, peft_config):
 def save(peft_model, out_dir: Path, state_dict: dict | None = None) -> None:
     extra = {} if state_dict is None else {"state_dict": state_dict}  # peft reads it from its kwargs
     base = getattr(peft_model.peft_config.get("default"), "base_model_name_or_path", None)
-    if base and os.path.isdir(base) and not os.path.exists(os.path.join(base, "config.json")):
+    if base and Path(base).is_dir() and not (Path(base) / "config.json").exists():
         # a GGUF base folder has no config.json: peft then warns and keeps the embeddings out, as here
         extra["save_embedding_layers"] = False
     peft_model.save_pretrained(str(out_dir), safe_serialization=True, **extra)

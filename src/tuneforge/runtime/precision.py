@@ -63,25 +63,21 @@ def autocast_context(device: torch.device, precision: str):
     return nullcontext()
 
 
-def cast_linear_weights(model: torch.nn.Module, precision: str) -> int:
+def cast_linear_weights(model: torch.nn.Module, precision: str) -> None:
     """For a model that only ever runs under :func:`autocast_context` (a loaded predictor): store every
     ``nn.Linear`` weight and bias in bf16 once, instead of autocast casting each of them at every call
     (a fifth of a decoder's generation time on CPU: every weight, at every new token).
 
     The outputs are the same: autocast rounds these same fp32 weights to bf16 in the same way; every
     other parameter (norms, embeddings) stays as it is. A linear weight tied to an embedding (a
-    decoder's output layer) gets its own bf16 copy, so the embedding lookup stays fp32. Returns how many
-    tensors were cast; nothing for any other ``precision``.
+    decoder's output layer) gets its own bf16 copy, so the embedding lookup stays fp32. Any other
+    ``precision``: nothing changes.
     """
     if precision != "bf16":
-        return 0
-    cast = 0
+        return
     for module in model.modules():
-        if not isinstance(module, torch.nn.Linear):
-            continue
-        for name in ("weight", "bias"):
-            param = getattr(module, name)
-            if param is not None and param.dtype == torch.float32:
-                setattr(module, name, torch.nn.Parameter(param.detach().to(torch.bfloat16), requires_grad=False))
-                cast += 1
-    return cast
+        if isinstance(module, torch.nn.Linear):
+            for name in ("weight", "bias"):
+                param = getattr(module, name)
+                if param is not None and param.dtype == torch.float32:
+                    setattr(module, name, torch.nn.Parameter(param.detach().to(torch.bfloat16), requires_grad=False))

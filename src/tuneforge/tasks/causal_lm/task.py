@@ -156,7 +156,7 @@ class SFT(DecoderTask):
     Data = SFTData
     chat = True
     # random batches, not length-grouped: grouping is 1.4x faster on SmolLM2 but its dev loss is worse
-    # in all 3 seeds (1.78-1.80 vs 1.68-1.72; benchmarks/RESULTS.md "Decoder LLMs")
+    # in all 3 seeds (1.778-1.820 vs 1.684-1.743; benchmarks/RESULTS.md "Decoder LLMs")
     DEFAULT_TRAINING: ClassVar[dict] = {"group_by_length": False}
 
     def read(self, path: str, labelled: bool = True) -> list:
