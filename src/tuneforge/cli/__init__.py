@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from ..errors import TuneforgeError
 from ..runtime import distributed
@@ -48,6 +49,10 @@ def _without_num_processes(argv: list[str]) -> list[str]:
     return out
 
 
+# how long a process other than 0 waits, on an error, for process 0 to report it (see main)
+ERROR_GRACE_SECONDS = 10
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -78,9 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         with distributed.quiet_unless_main():
             return args.func(args)
     except TuneforgeError as exc:
-        if distributed.is_main():
-            # one line whatever the message quotes (a file name or value with a line break in it)
-            print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
+        line = " ".join(str(exc).splitlines())  # one line whatever the message quotes (a name with a line break)
+        if not distributed.is_main():
+            # Process 0 meets the same error (the same input, the same checks) and prints it; the
+            # launcher stops this process once process 0 has exited. Exiting first instead would let the
+            # launcher stop process 0 before it prints: the error would be lost. Still alive after the
+            # wait, the error is this process's alone, and it says so.
+            time.sleep(ERROR_GRACE_SECONDS)
+            line = f"process {distributed.rank()}: {line}"
+        print("error: " + line, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if distributed.is_main():
