@@ -49,7 +49,7 @@ def _without_num_processes(argv: list[str]) -> list[str]:
     return out
 
 
-# how long a process other than 0 waits, on an error, for process 0 to report it (see main)
+# how long a process other than 0 that failed waits for process 0 to report the error and exit (run)
 ERROR_GRACE_SECONDS = 10
 
 
@@ -83,15 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         with distributed.quiet_unless_main():
             return args.func(args)
     except TuneforgeError as exc:
-        line = " ".join(str(exc).splitlines())  # one line whatever the message quotes (a name with a line break)
-        if not distributed.is_main():
-            # Process 0 meets the same error (the same input, the same checks) and prints it; the
-            # launcher stops this process once process 0 has exited. Exiting first instead would let the
-            # launcher stop process 0 before it prints: the error would be lost. Still alive after the
-            # wait, the error is this process's alone, and it says so.
-            time.sleep(ERROR_GRACE_SECONDS)
-            line = f"process {distributed.rank()}: {line}"
-        print("error: " + line, file=sys.stderr)
+        if distributed.is_main():
+            # one line whatever the message quotes (a file name or value with a line break in it)
+            print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if distributed.is_main():
@@ -111,9 +105,15 @@ def run() -> int:
     exception", exit code 1) after all its work was done and written."""
     several = distributed.launched_distributed() or any(a.startswith("--num-processes") for a in sys.argv)
     code = main()
+    behind_process_0 = not distributed.is_main()
     distributed.leave_processes()
     if several:
         sys.stdout.flush()
         sys.stderr.flush()
+        if code and behind_process_0:
+            # process 0 meets the same error and prints it (main); the launcher stops this process once
+            # process 0 exits. Exiting first instead, this process could get process 0 stopped before
+            # it printed: exit status 2 and no message (seen in a fresh-clone CI run on a busy machine)
+            time.sleep(ERROR_GRACE_SECONDS)
         os._exit(code if isinstance(code, int) else 1)
     return code
