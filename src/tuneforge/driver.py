@@ -154,6 +154,7 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
         task.before_save(current_model, tokenizer, meta, precision)
         save_model(run_dir / MODEL_DIR, current_model, tokenizer, method, meta, state_dict)
 
+    task.before_train(model, tokenizer, items, data, precision)
     metric, greater = metric_for_best(cfg.training, task)
     if cfg.training.epochs == 0:
         # Nothing to train (a zero-shot model, a nearest-prototype head): the model as built is the model.
@@ -232,8 +233,9 @@ def initial_labels(cfg: Config, task: Task) -> list[str] | None:
     if not run:
         return None
     meta = read_meta(run)
-    if meta.get("task", task.name) != task.name:
-        raise ConfigError(f"model.init_from: {run} is a {meta['task']} model; this run is {task.name}")
+    if meta.get("task", task.name) not in (task.name, *task.CONTINUES):
+        raise ConfigError(f"model.init_from: {run} is a {meta['task']} model; a {task.name} run continues "
+                          + " or ".join((task.name, *task.CONTINUES)) + " runs")
     base = (meta.get("base_model") or {}).get("name_or_path")
     if base is not None and base != portable_base_path(cfg.model.name_or_path):
         raise ConfigError(f"model.init_from: {run} was trained from {base}, not {cfg.model.name_or_path}; "

@@ -142,6 +142,7 @@ def load_predictor(run: str | Path, device: str | None = None, precision: str = 
     if precision == "int8":
         model = quantize_for_inference(model)
     predictor = get_task(meta["task"]).Predictor(model, tokenizer, meta, "fp32" if precision == "int8" else precision)
+    predictor.load_run_model = lambda other: load_model(other, str(next(model.parameters()).device))[0]
     predictor.prepare_loaded()
     predictor.runtime = {"engine": "torch", "precision": "int8" if precision == "int8" else predictor.precision}
     return predictor

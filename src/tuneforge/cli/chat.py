@@ -16,7 +16,7 @@ def _cmd_chat(args) -> int:
     predictor = api.load(args.run, precision=args.precision, engine=args.engine)
     if not hasattr(predictor, "stream"):
         raise TuneforgeError(f"{args.run}: a {predictor.task_name.replace('_', ' ')} model does not chat; "
-                             "give an sft (or causal_lm) run")
+                             "give an sft or preference (or causal_lm) run")
     configure_generation(predictor, args)
     history: list[dict] = [{"role": "system", "content": args.system}] if args.system else []
     start = list(history)

@@ -105,13 +105,13 @@ def configure_generation(predictor, args) -> None:
         return
     if not hasattr(predictor, "configure"):
         flag = "--" + next(iter(given)).replace("_", "-")
-        raise TuneforgeError(f"{flag} applies to generative runs (task.type sft or causal_lm), not to a "
+        raise TuneforgeError(f"{flag} applies to generative runs (task.type sft, preference or causal_lm), not to a "
                              f"{predictor.task_name.replace('_', ' ')} model")
     predictor.configure(**given)
 
 
 def add_generation(p) -> None:
-    g = p.add_argument_group("generation (sft and causal_lm runs)")
+    g = p.add_argument_group("generation (sft, preference and causal_lm runs)")
     g.add_argument("--max-new-tokens", type=positive_int, help="the longest answer (default: the run's task.max_new_tokens)")
     g.add_argument("--temperature", type=float, help="0: greedy (the default); above 0: sampling")
     g.add_argument("--top-p", type=float, help="nucleus sampling: the smallest set of tokens with this probability")

@@ -243,3 +243,27 @@ class ChatExample:
 
     def word_list(self) -> list[str]:
         return self.text.split()
+
+
+@dataclass
+class PreferenceExample:
+    """One preference pair: a prompt (chat messages ending with the user's turn) and two assistant
+    answers to it, the preferred (``chosen``) and the dispreferred (``rejected``)."""
+
+    prompt_messages: list[dict]
+    chosen: str
+    rejected: str
+    source: str = ""
+    line: int = 0
+
+    def conversation(self, side: str) -> list[dict]:
+        """The prompt followed by the ``chosen`` or ``rejected`` answer."""
+        return [*self.prompt_messages, {"role": "assistant", "content": getattr(self, side)}]
+
+    @property
+    def text(self) -> str:
+        """The prompt's turns and both answers, one a line (duplicate checks, tokenizer statistics)."""
+        return "\n".join([*(m["content"] for m in self.prompt_messages), self.chosen, self.rejected])
+
+    def as_text(self) -> str:
+        return self.text

@@ -105,14 +105,24 @@ def render_training_curves_png(result, epochs: int) -> bytes:
 
     history = result.history
     metric = result.metric_for_best
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    steps = [e["step"] for e in result.step_log]
+    terms = sorted({k for e in result.step_log for k in e} - {"step", "epoch", "loss", "learning_rate"})
+    # values far off the loss's scale (a preference run's log-probabilities) get a panel of their own
+    scale = 10 * max([abs(e["loss"]) for e in result.step_log] + [1.0])
+    apart = [k for k in terms if any(abs(e.get(k) or 0) > scale for e in result.step_log)]
+    fig, axes = plt.subplots(1, 3 if apart else 2, figsize=(15 if apart else 10, 3.8), dpi=110)
+    left, right = axes[0], axes[-1]
     try:
         if result.step_log:
-            steps = [e["step"] for e in result.step_log]
             left.plot(steps, [e["loss"] for e in result.step_log], lw=1.2, label="train loss")
-            for key in sorted({k for e in result.step_log for k in e} - {"step", "epoch", "loss", "learning_rate"}):
-                left.plot(steps, [e.get(key) for e in result.step_log], lw=1, label=key)
+            for key in terms:
+                (axes[1] if key in apart else left).plot(steps, [e.get(key) for e in result.step_log], lw=1, label=key)
             left.set_xlabel("optimizer step")
+            if apart:
+                axes[1].set_xlabel("optimizer step")
+                axes[1].set_title("logged per step")
+                axes[1].legend(fontsize=8)
+                axes[1].grid(alpha=0.3)
         else:  # fewer updates than one log interval: the epoch means are all there is
             left.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker="o", label="train loss")
             left.set_xlabel("epoch")

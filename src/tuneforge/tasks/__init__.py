@@ -11,6 +11,7 @@ from .base import Task, TaskData
 from .causal_lm import SFT, CausalLM
 from .masked_lm import MaskedLM
 from .predictor import Predictor
+from .preference import Preference
 from .setfit import SetFitClassification
 from .text_classification import TextClassification
 from .token_classification import TokenClassification
@@ -20,7 +21,7 @@ from ..errors import ConfigError
 REGISTRY: dict[str, type[Task]] = {
     task.name: task
     for task in (TokenClassification, TextClassification, MaskedLM, ZeroShotClassification, SetFitClassification,
-                 CausalLM, SFT)
+                 CausalLM, SFT, Preference)
 }
 
 

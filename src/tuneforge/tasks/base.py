@@ -15,6 +15,7 @@ driver (:func:`tuneforge.driver.train_run`) asks it, in this order:
    (:meth:`describe`).
 3. **model**: :meth:`build_model` (pre-trained body + this task's head), then the adaptation method.
 4. **encoding**: :meth:`encode` (examples -> model inputs and their lengths) and :meth:`collator`;
+   :meth:`before_train` sees the model as training starts (a preference task takes its reference);
    :meth:`callbacks` attaches the task's own behaviour to the loop (the masked-LM task saves its
    masking RNG through one, so a resumed run draws the same masks).
 5. **loss**: :meth:`loss` (default: the model's own) and :meth:`loss_units` (what it averages over,
@@ -85,6 +86,9 @@ class Task:
     # few-shot approaches of this task by name: config changes (dotted keys) that `tuneforge curve`
     # and `compare` can run next to the adaptation methods, e.g. {"setfit": {"task.type": "setfit"}}
     APPROACHES: ClassVar[dict[str, dict]] = {}
+    # other task types whose runs ``model.init_from`` may continue (besides this task's own): a
+    # preference run starts from an SFT run's weights
+    CONTINUES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -208,6 +212,11 @@ class Task:
 
     def collator(self, tokenizer):  # pragma: no cover
         raise NotImplementedError
+
+    def before_train(self, model, tokenizer, items: Sequence, data: TaskData, precision: str) -> None:
+        """The model as training starts (method applied, ``model.init_from`` loaded, before a resumed
+        checkpoint is read) and the encoded training items: what the task must take from them before
+        the first step (a preference task's reference model). Default: nothing."""
 
     def callbacks(self) -> list:
         """The task's own :class:`~tuneforge.training.callbacks.Callback` objects, asked for after

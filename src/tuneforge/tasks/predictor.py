@@ -55,6 +55,11 @@ class Predictor:
         # what runs, for metrics.json and predict's report (the loader sets it for int8 and onnx)
         self.runtime = {"engine": "torch", "precision": self.precision}
 
+    def load_run_model(self, run):
+        """Another run's model (a preference run's starting model, to score against): the loader sets
+        this to its own ``load_model``; a predictor built by hand has none."""
+        raise TuneforgeError(f"this predictor was not read by tuneforge.load, so it cannot read {run}")
+
     def prepare_loaded(self) -> None:
         """Called once by the loader on a model read from its folder, never on a model still training
         (``evaluate_dev`` wraps the training model too): settle its weights for inference. Default: nothing."""

@@ -69,7 +69,8 @@ def _records_of_file(path: Path, fmt: str) -> Iterator[tuple[int, object]]:
         yield line, record
 
 
-def _records(path, format: str) -> tuple[str, Iterable[tuple[int, object]]]:
+def records(path, format: str) -> tuple[str, Iterable[tuple[int, object]]]:
+    """(the data's name, its (line, record) pairs) of a JSONL / JSON file or a Parquet / Arrow / hf: dataset."""
     fmt = dataset_format(path) if format == "auto" else format
     if fmt in DATASET_FORMATS:
         name, dataset = load_split(path, fmt)
@@ -82,7 +83,8 @@ def _records(path, format: str) -> tuple[str, Iterable[tuple[int, object]]]:
     return str(resolved), _records_of_file(resolved, fmt)
 
 
-def _content(value, where: tuple[str, int], turn: int) -> str:
+def content(value, where: tuple[str, int], turn: int) -> str:
+    """A turn's text: a non-empty string, or OpenAI text parts joined."""
     if isinstance(value, list):  # OpenAI content parts
         parts = []
         for part in value:
@@ -99,11 +101,12 @@ def _content(value, where: tuple[str, int], turn: int) -> str:
     return value
 
 
-def _turns(turns, where: tuple[str, int], key: str) -> list[dict]:
-    if not isinstance(turns, list) or not turns:
+def turns(value, where: tuple[str, int], key: str) -> list[dict]:
+    """The checked ``{"role", "content"}`` turns of a list (OpenAI messages or sharegpt from/value)."""
+    if not isinstance(value, list) or not value:
         raise DataError(*where, f"{key!r} must be a non-empty list of turns")
     messages = []
-    for number, turn in enumerate(turns, 1):
+    for number, turn in enumerate(value, 1):
         if not isinstance(turn, dict):
             raise DataError(*where, f"turn {number} is {type(turn).__name__}, not an object with role and content")
         role_key, content_key = ("role", "content") if "role" in turn or "content" in turn else ("from", "value")
@@ -115,7 +118,7 @@ def _turns(turns, where: tuple[str, int], key: str) -> list[dict]:
         if role is None:
             raise DataError(*where, f"turn {number}: unknown role {name!r}; use system, user or assistant "
                                     "(sharegpt: system, human, gpt)")
-        messages.append({"role": role, "content": _content(turn[content_key], where, number)})
+        messages.append({"role": role, "content": content(turn[content_key], where, number)})
     return messages
 
 
@@ -123,23 +126,23 @@ def _alpaca(record: dict, where: tuple[str, int], labelled: bool) -> list[dict]:
     messages = []
     system = record.get("system")
     if system not in (None, ""):
-        messages.append({"role": "system", "content": _content(system, where, 0)})
+        messages.append({"role": "system", "content": content(system, where, 0)})
     history = record.get("history") or []
     if not isinstance(history, list) or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in history):
         raise DataError(*where, "'history' must be a list of [question, answer] pairs")
     for question, answer in history:
-        messages += [{"role": "user", "content": _content(question, where, len(messages) + 1)},
-                     {"role": "assistant", "content": _content(answer, where, len(messages) + 2)}]
-    instruction = _content(record["instruction"], where, len(messages) + 1)
+        messages += [{"role": "user", "content": content(question, where, len(messages) + 1)},
+                     {"role": "assistant", "content": content(answer, where, len(messages) + 2)}]
+    instruction = content(record["instruction"], where, len(messages) + 1)
     extra = record.get("input")
     if extra not in (None, ""):
-        instruction = f"{instruction}\n\n{_content(extra, where, len(messages) + 1)}"
+        instruction = f"{instruction}\n\n{content(extra, where, len(messages) + 1)}"
     messages.append({"role": "user", "content": instruction})
     output = record.get("output")
     if output not in (None, "") or labelled:
         if output is None:
             raise DataError(*where, "an alpaca record without 'output'; give the answer to train on")
-        messages.append({"role": "assistant", "content": _content(output, where, len(messages) + 1)})
+        messages.append({"role": "assistant", "content": content(output, where, len(messages) + 1)})
     return messages
 
 
@@ -174,18 +177,18 @@ def conversation(record, where: tuple[str, int], labelled: bool, messages_column
         raise DataError(*where, f"a record is {type(record).__name__}; give a JSON object")
     for key in prompt_keys:
         if key in record and isinstance(record[key], str):
-            messages = [{"role": "user", "content": _content(record[key], where, 1)}]
+            messages = [{"role": "user", "content": content(record[key], where, 1)}]
             break
     else:
         if messages_column is not None:
             if messages_column not in record:
                 raise DataError(*where, f"no {messages_column!r} (data.messages_column) in the record "
                                         f"(keys: {', '.join(map(str, record)) or 'none'})")
-            messages = _turns(record[messages_column], where, messages_column)
+            messages = turns(record[messages_column], where, messages_column)
         elif "messages" in record:
-            messages = _turns(record["messages"], where, "messages")
+            messages = turns(record["messages"], where, "messages")
         elif "conversations" in record:
-            messages = _turns(record["conversations"], where, "conversations")
+            messages = turns(record["conversations"], where, "conversations")
         elif "instruction" in record:
             messages = _alpaca(record, where, labelled)
         else:
@@ -199,9 +202,9 @@ def conversation(record, where: tuple[str, int], labelled: bool, messages_column
 
 
 def _read(path, format: str, labelled: bool, messages_column: str | None, prompt_keys=()) -> list[ChatExample]:
-    name, records = _records(path, format)
+    name, rows = records(path, format)
     examples = []
-    for line, record in records:
+    for line, record in rows:
         try:
             messages = conversation(record, (name, line), labelled, messages_column, prompt_keys)
         except DataError as error:

@@ -114,13 +114,16 @@ def assistant_spans(tokenizer, messages, where: str) -> tuple[str, list[tuple[in
     return text, spans
 
 
-def encode_conversation(tokenizer, messages, where: str, assistant_only: bool) -> Encoded:
-    """Token ids of one conversation and its labels: the assistant tokens (or every token)."""
+def encode_conversation(tokenizer, messages, where: str, assistant_only: bool, last_answer_only: bool = False) -> Encoded:
+    """Token ids of one conversation and its labels: the assistant tokens (or every token; or, with
+    ``last_answer_only``, the final answer's tokens alone: a preference pair's response)."""
     text, spans = assistant_spans(tokenizer, messages, where)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"]
     if not assistant_only:
         return Encoded(ids, list(ids))
+    if last_answer_only:
+        spans = spans[-1:]
     labels = [IGNORE] * len(ids)
     for j, (start, _end) in enumerate(enc["offset_mapping"]):
         if any(a <= start < b for a, b in spans):

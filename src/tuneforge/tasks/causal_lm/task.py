@@ -60,7 +60,10 @@ class DecoderTask(Task):
 
     def load_tokenizer(self):
         m = self.cfg.model
-        return load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code, m.gguf_file)
+        tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code, m.gguf_file)
+        if self.chat:
+            resolve_chat_template(tokenizer, self.cfg.task.chat_template)  # saved with the model
+        return tokenizer
 
     @classmethod
     def load_pretrained(cls, name_or_path, labels=None, meta=None, revision=None, trust_remote_code=False,
@@ -169,11 +172,6 @@ class SFT(DecoderTask):
 
     def data_summary(self, data: TaskData) -> str:
         return f"{data.report['conversations']} conversations"
-
-    def load_tokenizer(self):
-        tokenizer = super().load_tokenizer()
-        resolve_chat_template(tokenizer, self.cfg.task.chat_template)  # saved with the model
-        return tokenizer
 
     def encode(self, tokenizer, examples, labels):
         e, t = self.cfg.encoding, self.cfg.task
