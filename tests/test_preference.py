@@ -17,7 +17,7 @@ import torch
 import tuneforge
 from tuneforge.data.readers.preference import read_preferences
 from tuneforge.errors import DataError
-from tuneforge.tasks.causal_lm.encoding import IGNORE
+from tuneforge.tasks.causal_lm.encoding import CHATML, IGNORE
 from tuneforge.tasks.preference.encoding import PairCollator, encode_pairs
 from tuneforge.tasks.preference.loss import Logps, preference_loss, sequence_logps
 from tuneforge.tasks.preference.reference import AdapterDisabled, FrozenCopy, StartingWeights
@@ -193,6 +193,8 @@ def test_pairs_read_from_parquet_equal_the_jsonl_ones(tmp_path):
     ({"chosen": [{"role": "user", "content": "A"}, {"role": "assistant", "content": "B"}],
       "rejected": [{"role": "user", "content": "C"}, {"role": "assistant", "content": "D"}]}, "differ before their last turn"),
     ({"prompt": "Hi", "chosen": [{"role": "user", "content": "x"}], "rejected": "y"}, "one assistant answer"),
+    ({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "system": "Be long.",
+      "chosen": "Hello", "rejected": "Go away"}, "'system' differs from the prompt's own system turn"),
 ])
 def test_malformed_pairs_are_one_line_errors_with_file_and_line(tmp_path, record, message):
     path = tmp_path / "bad.jsonl"
@@ -214,6 +216,13 @@ def test_the_cli_reports_a_malformed_pair_in_one_line_and_writes_nothing(tiny_ll
     assert proc.stderr.strip().splitlines() == [f"error: {bad}:2: 'chosen' and 'rejected' are the same text: the pair "
                                                 "teaches nothing; remove it"]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_reference_option_for_orpo_is_a_config_error(tiny_llama, tmp_path):
+    cfg = preference_config(tiny_llama, write_pairs(tmp_path / "p.jsonl"), tmp_path / "run",
+                            **{"task.loss": "orpo", "task.reference": "precompute"})
+    with pytest.raises(tuneforge.errors.ConfigError, match="task.reference"):
+        tuneforge.train(cfg)
 
 
 def test_truncated_pairs_are_counted(tiny_llama, tmp_path):
@@ -317,10 +326,12 @@ def test_full_fine_tuning_uses_a_frozen_copy_and_a_loaded_run_rebuilds_it_from_t
     assert metrics["reward_margin"] == pytest.approx(result.metrics["dev"]["reward_margin"], abs=1e-5)
 
 
-def test_resume_after_kill_9_is_exact_for_dpo(tiny_llama, tmp_path):
+@pytest.mark.parametrize("reference", ["auto", "precompute"])
+def test_resume_after_kill_9_is_exact_for_dpo(tiny_llama, tmp_path, reference):
     train = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 4)
     cfg = preference_config(tiny_llama, train, tmp_path / "killed", **{
-        "training.epochs": 30, "training.checkpoint_every_steps": 1, "training.batch_size": 2})
+        "training.epochs": 30, "training.checkpoint_every_steps": 1, "training.batch_size": 2,
+        "task.reference": reference})
     train_and_kill_9(cfg, tmp_path / "config.yaml")
     resumed = tuneforge.train(cfg, resume=True)
     reference = tuneforge.train(dict(cfg, output_dir=str(tmp_path / "reference")))
@@ -333,7 +344,9 @@ def test_resume_after_kill_9_is_exact_for_dpo(tiny_llama, tmp_path):
 def test_dpo_continues_an_sft_run_with_that_sft_model_as_reference(tiny_llama, tmp_path, precision):
     chats = write_chats(tmp_path / "chats.jsonl", [
         [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hi there, friend!"}]] * 3)
-    sft = tuneforge.train({"task": {"type": "sft", "eval_generations": 0}, "model": {"name_or_path": str(tiny_llama)},
+    # the SFT run's own template (ChatML without SmolLM2's default system turn) carries over to DPO
+    sft = tuneforge.train({"task": {"type": "sft", "eval_generations": 0, "chat_template": "chatml"},
+                           "model": {"name_or_path": str(tiny_llama)},
                            "data": {"train": str(chats)}, "encoding": {"max_length": 128},
                            "method": {"name": "lora", "dropout": 0.0},  # no dropout: the first step is exact
                            "training": {"epochs": 3, "batch_size": 3, "learning_rate": 5e-3, "progress": False},
@@ -345,6 +358,7 @@ def test_dpo_continues_an_sft_run_with_that_sft_model_as_reference(tiny_llama, t
         "model.init_from": str(sft.run_dir), "training.epochs": 4, "method.dropout": 0.0,
         "training.precision": precision}))
     assert dpo.metrics["reference"] == {"kind": "starting_weights"}
+    assert tuneforge.load(dpo.run_dir).tokenizer.chat_template == CHATML
     history = dpo.metrics["history"]
     # each epoch is one batch: the first step's loss is log 2 only if the reference is the SFT model
     assert history[0]["train_loss"] == pytest.approx(0.693147, abs=1e-5)

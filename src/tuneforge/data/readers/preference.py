@@ -67,8 +67,12 @@ def preference_pair(record, where: tuple[str, int]) -> PreferenceExample:
             messages = turns(prompt, where, "prompt")
         chosen, rejected = (_answer(record[side], where, side) for side in SIDES)
     system = record.get("system")
-    if system not in (None, "") and not (messages and messages[0]["role"] == "system"):
-        messages = [{"role": "system", "content": content(system, where, 0)}, *messages]
+    if system not in (None, ""):
+        system = content(system, where, 0)
+        if messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": system}, *messages]
+        elif messages[0]["content"] != system:
+            raise DataError(*where, "'system' differs from the prompt's own system turn; give one of them")
     if messages and messages[-1]["role"] == "assistant":
         raise DataError(*where, "the prompt ends with an assistant turn; it must end with the user's turn the "
                                 "answers reply to")

@@ -109,7 +109,8 @@ def assistant_spans(tokenizer, messages, where: str) -> tuple[str, list[tuple[in
         through = _render(tokenizer, messages[: i + 1]).rstrip()
         if not (through.startswith(before) and text.startswith(through)):
             raise ConfigError(f"{where}: the chat template does not render this conversation turn by turn, so its "
-                              "answers cannot be told apart; set task.assistant_only_loss false or another template")
+                              "answers cannot be told apart; set another task.chat_template (sft: or task.assistant_only_loss "
+                              "false)")
         spans.append((len(before), len(through)))
     return text, spans
 

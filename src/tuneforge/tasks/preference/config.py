@@ -37,6 +37,8 @@ class PreferenceOptions(TaskOptions):
     def _check(self) -> "PreferenceOptions":
         if self.label_smoothing and self.loss != "dpo":
             raise ValueError(f"'task.label_smoothing' applies to loss dpo, not {self.loss}; remove it")
+        if self.reference != "auto" and self.loss == "orpo":
+            raise ValueError("'task.reference' does not apply to loss orpo (it has no reference model); remove it")
         return self
 
     @property

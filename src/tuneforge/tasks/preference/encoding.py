@@ -9,10 +9,9 @@ from typing import Sequence
 
 import torch
 
+from ...data.readers.preference import SIDES
 from ...errors import DataError
 from ..causal_lm.encoding import IGNORE, DecoderCollator, Encoded, encode_conversation
-
-SIDES = ("chosen", "rejected")
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 The formulas are TRL's (``DPOTrainer`` loss types ``sigmoid`` and ``ipo``, ``ORPOTrainer``'s odds-ratio
 loss), written here on plain tensors so one forward of the one loop computes them;
-``tests/test_preference.py`` checks each against TRL's own code on the same log-probabilities.
+``tests/test_preference.py`` checks each against TRL's own code on the same log-probabilities (DPO's
+label smoothing against the formula: TRL 1.16's ``sigmoid`` has none).
 
 - **dpo**: ``-(1-ε) log σ(β d) - ε log σ(-β d)`` with ``d = (log π(y_w) - log π_ref(y_w)) - (log π(y_l) -
   log π_ref(y_l))``, log-probabilities summed over the answer's tokens; ``ε`` is ``label_smoothing``

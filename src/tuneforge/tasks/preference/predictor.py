@@ -89,7 +89,8 @@ class PreferenceModel(DecoderModel):
 
     def load_base_model(self):
         base = self.meta.get("base_model") or {}
-        return DecoderTask.load_pretrained(base["name_or_path"], meta=self.meta).to(next(self.model.parameters()).device)
+        model = DecoderTask.load_pretrained(base["name_or_path"], meta=self.meta, revision=base.get("revision"))
+        return model.to(next(self.model.parameters()).device)
 
     @torch.no_grad()  # not inference_mode: a reference may swap weights in place
     def evaluate_examples(self, examples: Sequence, batch_size: int = 16, generations: int | None = None):

@@ -70,6 +70,9 @@ class FrozenCopy(Reference):
         self.model = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
 
     def logps(self, model, batch: dict) -> Logps:
+        device = batch["input_ids"].device
+        if next(self.model.parameters()).device != device:  # copied before the loop placed the policy
+            self.model.to(device)
         with torch.no_grad():
             return sequence_logps(self.model, batch)
 
@@ -92,6 +95,9 @@ class StartingWeights(Reference):
     @contextmanager
     def swapped(self, model):
         params = dict(model.named_parameters())
+        for name, value in self.start.items():  # taken before the loop placed the model on its device
+            if value.device != params[name].device:
+                self.start[name] = value.to(params[name].device)
         with torch.no_grad():
             current = {name: params[name].detach().clone() for name in self.start}
             for name, value in self.start.items():

@@ -18,9 +18,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import ClassVar
 
+import torch
+
+from ...artifacts.model_folder import find_model_folder
 from ...data.readers.preference import read_preferences
+from ...runtime.models import load_tokenizer
 from ...training.callbacks import Callback
 from ..base import TaskData
 from ..causal_lm.task import DecoderTask
@@ -57,6 +62,18 @@ class Preference(DecoderTask):
         super().__init__(cfg)
         self.reference: Reference | None = None
 
+    def load_tokenizer(self):
+        """The base's tokenizer with the chat template of the run ``model.init_from`` continues (the one
+        its SFT trained on) unless ``task.chat_template`` names one."""
+        m = self.cfg.model
+        if m.init_from and self.cfg.task.chat_template is None:
+            tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code, m.gguf_file)
+            trained = self.load_saved_tokenizer(find_model_folder(m.init_from), False, m.trust_remote_code)
+            if trained.chat_template:
+                tokenizer.chat_template = trained.chat_template
+                return tokenizer
+        return super().load_tokenizer()
+
     def read(self, path: str, labelled: bool = True) -> list:
         return read_preferences(path, self.cfg.data.format)
 
@@ -86,7 +103,8 @@ class Preference(DecoderTask):
             return
         started = time.perf_counter()
         batch_size = self.cfg.training.eval_batch_size
-        inner = unwrap(model)
+        # on the device the loop will train on (the loop would move it there next anyway)
+        inner = unwrap(model).to("cuda" if torch.cuda.is_available() else "cpu")
         # the training pairs at the training precision (as a live reference runs), dev and test as they are scored
         for pair, logps in zip(items, reference_logps(inner, tokenizer, items, batch_size, precision)):
             pair.reference = logps
@@ -128,7 +146,7 @@ class Preference(DecoderTask):
 
     def model_meta(self, labels) -> dict:
         t, m = self.cfg.task, self.cfg.model
-        start = {"run": True, "path": m.init_from} if m.init_from else {"base": True}
+        start = {"run": True, "path": str(Path(m.init_from).resolve())} if m.init_from else {"base": True}
         # eval_generations: answers generated when the run is scored on conversations (tuneforge eval)
         return {**super().model_meta(labels), "max_new_tokens": 128, "eval_generations": 64,
                 "preference": {"loss": t.loss, "beta": t.beta, "label_smoothing": t.label_smoothing,
