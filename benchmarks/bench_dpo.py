@@ -51,7 +51,6 @@ import json
 import math
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -61,7 +60,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_sft import (GGUF, LORA as SFT_LORA, ROOT, SIDES, TARGETS, model_folder,  # noqa: E402
-                       split_last_answer, training_flops)
+                       ratio_table, split_last_answer, training_flops, trl_lora_and_clock, trl_model_and_tokenizer)
 
 LORA = {**SFT_LORA, "dropout": 0.0}
 PAIRS = ROOT / "data" / "chat-en-pairs"
@@ -123,18 +122,10 @@ def eval_dpo(model, tokenizer, records: list[dict], batch_size: int = 8) -> dict
 
 
 def run_trl(args, records, dev, workdir: Path) -> dict:
-    import torch
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    folder = model_folder()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
-    model.hf_quantizer, model.is_quantized = None, False  # the GGUF weights are plain tensors once dequantised
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    model, tokenizer = trl_model_and_tokenizer()
     dataset = Dataset.from_list([{"prompt": r["prompt"], **{s: [{"role": "assistant", "content": r[s]}]
                                                            for s in ("chosen", "rejected")}} for r in records])
     config = DPOConfig(
@@ -144,20 +135,10 @@ def run_trl(args, records, dev, workdir: Path) -> dict:
         lr_scheduler_type="linear", warmup_steps=0.1, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused",
         save_strategy="no", eval_strategy="no", report_to=[], logging_steps=10, disable_tqdm=True, use_cpu=True,
         dataloader_num_workers=0)
-    peft_config = LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"],
-                             lora_dropout=LORA["dropout"], target_modules=TARGETS)
-
-    class Clock(TrainerCallback):
-        seconds = 0.0
-
-        def on_train_begin(self, *a, **k):
-            self.started = time.perf_counter()
-
-        def on_train_end(self, *a, **k):
-            Clock.seconds = time.perf_counter() - self.started
+    peft_config, clock = trl_lora_and_clock(LORA)
 
     trainer = DPOTrainer(model=model, ref_model=None, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[Clock()])
+                         peft_config=peft_config, callbacks=[clock])
     rows = trainer.train_dataset
     dumped = [{k: rows[i][k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for i in range(len(rows))]
     (workdir / "trl-rows.json").write_text(json.dumps(dumped))  # for the driver's token check
@@ -170,7 +151,7 @@ def run_trl(args, records, dev, workdir: Path) -> dict:
     quality = eval_dpo(trainer.model, tokenizer, dev)
     log = trainer.state.log_history
     train_loss = [h["loss"] for h in log if "loss" in h] or [h["train_loss"] for h in log if "train_loss" in h]
-    return {"train_seconds": Clock.seconds, "train_tokens": sum(lengths), "trained_tokens": trained,
+    return {"train_seconds": clock.seconds, "train_tokens": sum(lengths), "trained_tokens": trained,
             "pairs": len(dumped), "lengths": lengths, "steps": trainer.state.global_step, **quality,
             "last_logged_train_loss": train_loss[-1] if train_loss else None, "config": model.config}
 
@@ -277,12 +258,7 @@ def summarise(rows: list[dict], tokens: dict | None = None) -> str:
     by = {s: [r for r in rows if r["side"] == s] for s in SIDES if any(r["side"] == s for r in rows)}
     head = rows[0]
     lines = [f"{head['n']} pairs, {head['precision']}, DPO beta {BETA}, {len(by.get('trl', []))} runs per side; "
-             "medians",
-             "| metric | tuneforge | TRL DPOTrainer | tuneforge/TRL |", "|---|---|---|---|"]
-    for key in KEYS:
-        a = statistics.median(r[key] for r in by["tuneforge"]) if "tuneforge" in by else float("nan")
-        b = statistics.median(r[key] for r in by["trl"]) if "trl" in by else float("nan")
-        lines.append(f"| {key} | {a:.4g} | {b:.4g} | {a / b:.3f}x |" if b else f"| {key} | {a:.4g} | {b:.4g} | |")
+             "medians", *ratio_table(by, KEYS, "TRL DPOTrainer")]
     for s, runs in by.items():
         speeds = ", ".join(f"{r['tokens_per_second']:.0f}" for r in runs)
         quality = ", ".join(f"{r['eval_loss']:.4f} / {r['eval_reward_accuracy']:.2f}" for r in runs)

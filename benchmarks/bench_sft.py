@@ -113,12 +113,10 @@ def training_flops(config, lengths: list[int], trained: int) -> float:
     return 2 * forward
 
 
-def run_trl(args, chats, dev, workdir: Path) -> dict:
+def trl_model_and_tokenizer():
+    """SmolLM2 from the GGUF for a TRL trainer: float32, no longer marked as quantised."""
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = model_folder()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
@@ -127,17 +125,13 @@ def run_trl(args, chats, dev, workdir: Path) -> dict:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.is_quantized = False
-    pairs = [split_last_answer(tokenizer, c) for c in chats]
-    dataset = Dataset.from_list([{"prompt": p, "completion": a} for p, a in pairs])
-    config = SFTConfig(
-        output_dir=str(workdir / "trl"), per_device_train_batch_size=8, learning_rate=2e-4, num_train_epochs=1,
-        seed=args.seed, data_seed=args.seed, bf16=args.precision == "bf16", max_length=256, packing=args.packing,
-        completion_only_loss=True, gradient_checkpointing=False, lr_scheduler_type="linear", warmup_steps=0.1,
-        weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused", save_strategy="no", eval_strategy="no",
-        report_to=[], logging_steps=10, disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
-        train_sampling_strategy="group_by_length" if args.trl_group_by_length else "random")
-    peft_config = LoraConfig(task_type="CAUSAL_LM", r=LORA["r"], lora_alpha=LORA["alpha"],
-                             lora_dropout=LORA["dropout"], target_modules=TARGETS)
+    return model, tokenizer
+
+
+def trl_lora_and_clock(lora: dict):
+    """(peft's LoraConfig of ``lora``, a Trainer callback whose class attribute ``seconds`` times the training loop)."""
+    from peft import LoraConfig
+    from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
         seconds = 0.0
@@ -148,15 +142,36 @@ def run_trl(args, chats, dev, workdir: Path) -> dict:
         def on_train_end(self, *a, **k):
             Clock.seconds = time.perf_counter() - self.started
 
+    config = LoraConfig(task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                        target_modules=TARGETS)
+    return config, Clock()
+
+
+def run_trl(args, chats, dev, workdir: Path) -> dict:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = trl_model_and_tokenizer()
+    pairs = [split_last_answer(tokenizer, c) for c in chats]
+    dataset = Dataset.from_list([{"prompt": p, "completion": a} for p, a in pairs])
+    config = SFTConfig(
+        output_dir=str(workdir / "trl"), per_device_train_batch_size=8, learning_rate=2e-4, num_train_epochs=1,
+        seed=args.seed, data_seed=args.seed, bf16=args.precision == "bf16", max_length=256, packing=args.packing,
+        completion_only_loss=True, gradient_checkpointing=False, lr_scheduler_type="linear", warmup_steps=0.1,
+        weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused", save_strategy="no", eval_strategy="no",
+        report_to=[], logging_steps=10, disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if args.trl_group_by_length else "random")
+    peft_config, clock = trl_lora_and_clock(LORA)
+
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[Clock()])
+                         peft_config=peft_config, callbacks=[clock])
     rows = trainer.train_dataset
     lengths = [min(len(ids), 256) for ids in rows["input_ids"]]
     trained = sum(sum(1 for y in labels[1:] if y != -100) for labels in rows["labels"])
     trainer.train()
     loss, tokens = eval_loss(trainer.model, tokenizer, dev)
     train_loss = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"train_seconds": Clock.seconds, "train_tokens": sum(lengths), "trained_tokens": trained,
+    return {"train_seconds": clock.seconds, "train_tokens": sum(lengths), "trained_tokens": trained,
             "rows": len(lengths), "lengths": lengths, "steps": trainer.state.global_step, "eval_loss": loss,
             "eval_tokens": tokens, "last_logged_train_loss": train_loss[-1] if train_loss else None,
             "config": model.config}
@@ -226,16 +241,21 @@ KEYS = ("tokens_per_second", "train_seconds", "utilisation", "peak_rss_mb", "eva
         "trained_tokens", "rows")
 
 
+def ratio_table(by: dict[str, list[dict]], keys, anchor: str) -> list[str]:
+    """The markdown table of each key's median per side and the tuneforge/TRL ratio."""
+    lines = [f"| metric | tuneforge | {anchor} | tuneforge/TRL |", "|---|---|---|---|"]
+    for key in keys:
+        a = statistics.median(r[key] for r in by["tuneforge"]) if "tuneforge" in by else float("nan")
+        b = statistics.median(r[key] for r in by["trl"]) if "trl" in by else float("nan")
+        lines.append(f"| {key} | {a:.4g} | {b:.4g} | {a / b:.3f}x |" if b else f"| {key} | {a:.4g} | {b:.4g} | |")
+    return lines
+
+
 def summarise(rows: list[dict]) -> str:
     by = {s: [r for r in rows if r["side"] == s] for s in SIDES if any(r["side"] == s for r in rows)}
     head = rows[0]
     lines = [f"{head['n']} conversations, {head['precision']}, packing {head['packing']}, "
-             f"{len(by.get('trl', []))} runs per side; medians",
-             "| metric | tuneforge | TRL SFTTrainer | tuneforge/TRL |", "|---|---|---|---|"]
-    for key in KEYS:
-        a = statistics.median(r[key] for r in by["tuneforge"]) if "tuneforge" in by else float("nan")
-        b = statistics.median(r[key] for r in by["trl"]) if "trl" in by else float("nan")
-        lines.append(f"| {key} | {a:.4g} | {b:.4g} | {a / b:.3f}x |" if b else f"| {key} | {a:.4g} | {b:.4g} | |")
+             f"{len(by.get('trl', []))} runs per side; medians", *ratio_table(by, KEYS, "TRL SFTTrainer")]
     for s, runs in by.items():
         speeds = ", ".join(f"{r['tokens_per_second']:.0f}" for r in runs)
         losses = ", ".join(f"{r['eval_loss']:.4f}" for r in runs)
