@@ -49,9 +49,7 @@ import argparse
 import collections
 import json
 import math
-import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,7 +58,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_sft import (GGUF, LORA as SFT_LORA, ROOT, SIDES, TARGETS, model_folder,  # noqa: E402
-                       ratio_table, split_last_answer, training_flops, trl_lora_and_clock, trl_model_and_tokenizer)
+                       add_common_args, ratio_table, run_sides, split_last_answer, training_flops, trl_lora_and_clock, trl_model_and_tokenizer)
 
 LORA = {**SFT_LORA, "dropout": 0.0}
 PAIRS = ROOT / "data" / "chat-en-pairs"
@@ -278,42 +276,15 @@ def summarise(rows: list[dict], tokens: dict | None = None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=256, help="training pairs (the first N of data/chat-en-pairs/train)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per side, alternating A B A B")
-    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--seed", type=int, default=42, help="LoRA init and data order on both sides")
-    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
-    parser.add_argument("--out", default="bench-out/dpo.jsonl")
-    parser.add_argument("--side", choices=SIDES, help="one run in this process, appended to --out")
-    parser.add_argument("--peak", type=float, default=None, help=argparse.SUPPRESS)
+    add_common_args(parser, "bench-out/dpo.jsonl")
     args = parser.parse_args()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.side:
-        record = one_run(args)
-        with open(out, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record))
-        return
-    if not (PAIRS / "train.jsonl").exists():
+    if not args.side and not (PAIRS / "train.jsonl").exists():
         raise SystemExit(f"no {PAIRS}/train.jsonl: run python examples/build_chat_data.py && "
                          "python examples/build_preference_data.py")
-    import torch
-
-    from utilisation import measured_matmul_peak
-
-    peak = measured_matmul_peak(torch.bfloat16 if args.precision == "bf16" else torch.float32)
-    if out.exists():
-        out.unlink()
-    for repeat in range(args.repeats):
-        for side in args.sides:
-            started = time.time()
-            cmd = [sys.executable, __file__, "--side", side, "--n", str(args.n), "--precision", args.precision,
-                   "--out", str(out), "--peak", str(peak), "--seed", str(args.seed)]
-            done = subprocess.run(cmd, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"),
-                                  capture_output=True, text=True)
-            if done.returncode:
-                raise SystemExit(f"{side} failed:\n{done.stderr[-4000:]}")
-            print(f"{side} run {repeat + 1}: {time.time() - started:.0f}s", flush=True)
+    out = run_sides(__file__, args, one_run)
+    if out is None:
+        return
     tokens, dumped = None, out.parent / "dpo-trl" / "trl-rows.json"
     if dumped.exists() and "trl" in args.sides:
         tokens = token_check(read_pairs(PAIRS / "train.jsonl")[:args.n], json.loads(dumped.read_text()))

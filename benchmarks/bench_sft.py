@@ -263,22 +263,19 @@ def summarise(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=256, help="training conversations (the first N single-turn ones)")
+def add_common_args(parser, out: str) -> None:
+    """The flags every side-by-side benchmark here takes (``--side`` and ``--peak`` are the driver's to its children)."""
     parser.add_argument("--repeats", type=int, default=2, help="runs per side, alternating A B A B")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
-    parser.add_argument("--seed", type=int, default=42, help="model init, data order and dropout on both sides")
-    parser.add_argument("--packing", action="store_true", help="pack conversations into rows on both sides")
-    parser.add_argument("--trl-group-by-length", action="store_true", help="TRL with a length-grouped sampler")
-    parser.add_argument("--tuneforge-group-by-length", action="store_true",
-                        help="tuneforge with training.group_by_length true (length-grouped batches)")
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
-    parser.add_argument("--out", default="bench-out/sft.jsonl")
+    parser.add_argument("--out", default=out)
     parser.add_argument("--side", choices=SIDES, help="one run in this process, appended to --out")
     parser.add_argument("--peak", type=float, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
+
+
+def run_sides(script: str, args, one_run, extra: list[str] = ()) -> Path | None:
+    """With ``--side``: one run here, appended to ``--out`` (None returned). Otherwise the driver: the
+    matmul peak measured once, then each side in a fresh process of ``script``, A B A B; returns ``--out``."""
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.side:
@@ -286,7 +283,7 @@ def main() -> None:
         with open(out, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         print(json.dumps(record))
-        return
+        return None
     import torch
 
     from utilisation import measured_matmul_peak
@@ -297,16 +294,32 @@ def main() -> None:
     for repeat in range(args.repeats):
         for side in args.sides:
             started = time.time()
-            cmd = [sys.executable, __file__, "--side", side, "--n", str(args.n), "--precision", args.precision,
-                   "--out", str(out), "--peak", str(peak), "--seed", str(args.seed)]
-            cmd += ["--packing"] * args.packing + ["--trl-group-by-length"] * args.trl_group_by_length
-            cmd += ["--tuneforge-group-by-length"] * args.tuneforge_group_by_length
+            cmd = [sys.executable, script, "--side", side, "--n", str(args.n), "--precision", args.precision,
+                   "--out", str(out), "--peak", str(peak), "--seed", str(args.seed), *extra]
             done = subprocess.run(cmd, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"),
                                   capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"{side} failed:\n{done.stderr[-4000:]}")
             print(f"{side} run {repeat + 1}: {time.time() - started:.0f}s", flush=True)
-    print(summarise([json.loads(line) for line in out.read_text().splitlines()]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=256, help="training conversations (the first N single-turn ones)")
+    parser.add_argument("--seed", type=int, default=42, help="model init, data order and dropout on both sides")
+    parser.add_argument("--packing", action="store_true", help="pack conversations into rows on both sides")
+    parser.add_argument("--trl-group-by-length", action="store_true", help="TRL with a length-grouped sampler")
+    parser.add_argument("--tuneforge-group-by-length", action="store_true",
+                        help="tuneforge with training.group_by_length true (length-grouped batches)")
+    add_common_args(parser, "bench-out/sft.jsonl")
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    extra = ["--packing"] * args.packing + ["--trl-group-by-length"] * args.trl_group_by_length
+    extra += ["--tuneforge-group-by-length"] * args.tuneforge_group_by_length
+    out = run_sides(__file__, args, one_run, extra)
+    if out is not None:
+        print(summarise([json.loads(line) for line in out.read_text().splitlines()]))
 
 
 if __name__ == "__main__":
