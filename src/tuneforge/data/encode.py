@@ -46,6 +46,7 @@ from .text_inputs import (
 )
 from .tokenizing import IGNORE_INDEX, long_inputs_expected, special_token_template
 from .windows import (
+    UNSPACED_WORDS,
     EncodeStats,
     Window,
     assign_owners,
@@ -60,6 +61,7 @@ __all__ = [
     "INFERENCE_PAD_MULTIPLE",
     "LONG_TEXT_STRATEGIES",
     "NO_GROUP",
+    "UNSPACED_WORDS",
     "Block",
     "Collator",
     "EncodeStats",

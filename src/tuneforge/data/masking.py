@@ -7,21 +7,11 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ConfigError
 from .cjk import is_cjk_ideograph as is_cjk
+from .cjk import load_jieba
 from .tokenizing import IGNORE_INDEX, long_inputs_expected
 
 NO_GROUP = -1  # special tokens and document separators: never masked
-
-
-def _jieba():
-    try:
-        import jieba
-    except ImportError:  # pragma: no cover - jieba is a dependency; an install without it gets a clear line
-        raise ConfigError("task.chinese_segmentation jieba needs the jieba package (pip install jieba); "
-                          "or set task.chinese_segmentation: characters") from None
-    jieba.setLogLevel(60)  # it logs its dictionary loading at INFO on every start
-    return jieba
 
 
 def word_groups(tokenizer, texts: Sequence[str], whole_word: bool = True, chinese: str = "jieba",
@@ -46,7 +36,7 @@ def word_groups(tokenizer, texts: Sequence[str], whole_word: bool = True, chines
             words = enc.word_ids(i)
             cjk_word = None
             if segment and any(is_cjk(ch) for ch in text):
-                segmenter = segmenter or _jieba()
+                segmenter = segmenter or load_jieba("task.chinese_segmentation")
                 cjk_word = {}
                 for k, (_, begin, end) in enumerate(segmenter.tokenize(text)):
                     for pos in range(begin, end):

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 from ..artifacts.paths import resolve_path
 from ..errors import DataError
-from .cjk import CJK_SCRIPTS
+from .cjk import CJK_SCRIPTS, load_jieba
 
 
 @dataclass
@@ -154,15 +154,45 @@ PRETOKENIZER_PATTERN = (
 )
 
 
-def pretokenize(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Split raw text into words with (start, end) character offsets. See PRETOKENIZER_PATTERN."""
+def pretokenize(text: str, chinese: str = "characters") -> tuple[list[str], list[tuple[int, int]]]:
+    """Split raw text into words with (start, end) character offsets. See PRETOKENIZER_PATTERN.
+
+    ``chinese="jieba"``: a run of adjacent CJK characters is split into jieba's words instead of one
+    word a character (for a model trained on a file of segmented words)."""
     import regex
 
     words, offsets = [], []
     for match in regex.finditer(PRETOKENIZER_PATTERN, text):
         words.append(match.group())
         offsets.append(match.span())
+    if chinese == "jieba" and words:
+        return _jieba_words(text, words, offsets)
     return words, offsets
+
+
+def _jieba_words(text: str, words: list[str], offsets: list[tuple[int, int]]):
+    """Runs of adjacent one-character CJK words joined, then cut where jieba cuts them."""
+    import regex
+
+    cjk = regex.compile(rf"[{CJK_SCRIPTS}]")
+    out_words: list[str] = []
+    out_offsets: list[tuple[int, int]] = []
+    i = 0
+    while i < len(words):
+        j = i
+        while j + 1 < len(words) and cjk.fullmatch(words[j]) and cjk.fullmatch(words[j + 1]) \
+                and offsets[j][1] == offsets[j + 1][0]:
+            j += 1
+        if j == i:
+            out_words.append(words[i])
+            out_offsets.append(offsets[i])
+        else:
+            start, end = offsets[i][0], offsets[j][1]
+            for piece, begin, stop in load_jieba("data.chinese_segmentation").tokenize(text[start:end]):
+                out_words.append(piece)
+                out_offsets.append((start + begin, start + stop))
+        i = j + 1
+    return out_words, out_offsets
 
 
 def join_words(words: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:

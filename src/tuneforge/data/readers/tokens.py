@@ -156,18 +156,20 @@ def write_token_jsonl(examples: Sequence[TokenExample], path: str | Path) -> Non
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
-def examples_from_texts(texts: Sequence[str], source: str = "<texts>", first_line: int = 1) -> list[TokenExample]:
+def examples_from_texts(texts: Sequence[str], source: str = "<texts>", first_line: int = 1,
+                        chinese: str = "characters") -> list[TokenExample]:
+    """Raw texts as words with character offsets (:func:`pretokenize`; ``chinese``: characters or jieba words)."""
     examples = []
     for i, text in enumerate(texts):
-        words, offsets = pretokenize(text)
+        words, offsets = pretokenize(text, chinese)
         examples.append(
             TokenExample(words=words, source=source, line=first_line + i, text=text, offsets=offsets)
         )
     return examples
 
 
-def read_text_lines(path: str | Path) -> list[TokenExample]:
+def read_text_lines(path: str | Path, chinese: str = "characters") -> list[TokenExample]:
     """One text per line; blank lines are kept as empty examples so output lines up with input."""
     resolved = open_checked(path)
     texts = [text for _, text in decode_lines(resolved)]
-    return examples_from_texts(texts, source=str(resolved))
+    return examples_from_texts(texts, source=str(resolved), chinese=chinese)

@@ -36,10 +36,22 @@ class TokenClassificationData(DataConfig):
         default=None, description="JSONL key / dataset column of the tags (tag strings, or ClassLabel integers); "
                                   "default: tags or ner_tags")
     scheme: Literal["auto", "IOB2", "IOB1", "IO", "BIOES", "BILOU", "BMES", "BMEWO"] = "auto"  # readers.SCHEMES
+    chinese_segmentation: Literal["characters", "jieba"] = Field(
+        default="characters",
+        description="how Chinese in raw text (predict, serve) is split into words: one character a word, as "
+                    "character-level files (MSRA, Weibo, Resume) are; or jieba words, for a file of segmented words",
+    )
 
 
 class TokenClassificationEncoding(EncodingConfig):
     label_all_subwords: bool = False
     label_position: Literal["auto", "first", "last"] = Field(
         default="auto", description="sub-word a word is labelled on: auto = last for decoder models, else first"
+    )
+    unspaced_words: Literal["cjk", "all", "none"] = Field(
+        default="cjk",
+        description="words written with no space before them, which lose the lone word-start marker a "
+                    "SentencePiece (▁) or byte-level BPE (Ġ) tokenizer puts before a word, so their label sits on "
+                    "a piece that carries their text: cjk = words starting with a Chinese, Japanese or Korean "
+                    "character; all = every word (a script without spaces); none = the tokenizer's own split",
     )

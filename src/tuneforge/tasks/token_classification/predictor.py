@@ -90,10 +90,11 @@ def predict_examples(
     precision: str = "fp32",
     label_position: str = "first",
     pad_multiple: int | None = None,
+    unspaced_words: str = "none",
 ) -> list[WordPredictions]:
     """Word-level tags for every example (empty examples get empty predictions)."""
     logps = example_logprobs(model, tokenizer, examples, max_length, stride, batch_size, precision, label_position,
-                             pad_multiple)
+                             pad_multiple, unspaced_words)
     masks = allowed_transitions(labels)
     return [decode(lp, labels, decode_mode, masks) if len(lp) else WordPredictions([], []) for lp in logps]
 
@@ -101,12 +102,15 @@ def predict_examples(
 def example_logprobs(
     model, tokenizer, examples: Sequence[TokenExample], max_length: int, stride: int, batch_size: int = 64,
     precision: str = "fp32", label_position: str = "first", pad_multiple: int | None = None,
+    unspaced_words: str = "none",
 ) -> list[np.ndarray]:
     """Per example, its (words x labels) log-probabilities; an empty example gets a (0 x labels) array.
-    ``pad_multiple``: batch by padded length (see :func:`word_logprobs`)."""
+    ``pad_multiple``: batch by padded length (see :func:`word_logprobs`); ``unspaced_words``: the
+    alignment the run was trained with (:func:`tuneforge.data.encode.encode_examples`)."""
     nonempty = [i for i, ex in enumerate(examples) if ex.words]
     subset = [examples[i] for i in nonempty]
-    windows, _ = encode_examples(subset, tokenizer, None, max_length, stride, label_position=label_position)
+    windows, _ = encode_examples(subset, tokenizer, None, max_length, stride, label_position=label_position,
+                                 unspaced_words=unspaced_words)
     logps = word_logprobs(
         model, windows, len(subset), [len(ex.words) for ex in subset], tokenizer.pad_token_id,
         batch_size=batch_size, precision=precision, pad_multiple=pad_multiple,
@@ -184,6 +188,9 @@ class TokenClassifier(Predictor):
         self.stride: int = meta["stride"]
         self.decode: str = meta.get("decode", "viterbi")
         self.label_position: str = meta.get("label_position", "first")
+        # runs trained before these were recorded: the tokenizer's own split, Chinese by characters
+        self.unspaced_words: str = meta.get("unspaced_words", "none")
+        self.chinese_segmentation: str = meta.get("chinese_segmentation", "characters")
 
     def read(self, path, format: str = "auto", labelled: bool = True, token_column: int = 0,
              tag_column: int = -1, scheme: str = "auto", tokens_column: str | None = None,
@@ -206,7 +213,7 @@ class TokenClassifier(Predictor):
         if format == "auto":
             format = "text" if detect_text_format(path) == "text" else detect_format(path)
         if format == "text":
-            return read_text_lines(path)
+            return read_text_lines(path, self.chinese_segmentation)
         return read_token_file(path, format, token_column, tag_column=None,
                                tokens_column=tokens_column or self.meta.get("tokens_column"))
 
@@ -214,7 +221,7 @@ class TokenClassifier(Predictor):
                          pad_multiple: int | None = None) -> list[WordPredictions]:
         return predict_examples(
             self.model, self.tokenizer, examples, self.labels, self.max_length, self.stride,
-            batch_size, self.decode, self.precision, self.label_position, pad_multiple,
+            batch_size, self.decode, self.precision, self.label_position, pad_multiple, self.unspaced_words,
         )
 
     def predict_outputs(self, examples: Sequence[TokenExample], batch_size: int = 64) -> list[WordPredictions]:
@@ -235,7 +242,7 @@ class TokenClassifier(Predictor):
     def units(self, examples: Sequence[TokenExample], batch_size: int = 64) -> list[Units]:
         """Each word is a unit; its probabilities are the tag softmax (before Viterbi decoding)."""
         logps = example_logprobs(self.model, self.tokenizer, examples, self.max_length, self.stride, batch_size,
-                                 self.precision, self.label_position)
+                                 self.precision, self.label_position, unspaced_words=self.unspaced_words)
         index = {tag: i for i, tag in enumerate(self.labels)}
         return [
             Units(names=list(ex.words), classes=self.labels, probabilities=np.exp(lp),
@@ -254,7 +261,7 @@ class TokenClassifier(Predictor):
             inputs = [inputs]
         examples = [
             item if isinstance(item, TokenExample)
-            else examples_from_texts([item])[0] if isinstance(item, str)
+            else examples_from_texts([item], chinese=self.chinese_segmentation)[0] if isinstance(item, str)
             else TokenExample(words=list(item))
             for item in inputs
         ]

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from ...data.encode import IGNORE_INDEX, Collator, encode_examples
+from ...data.encode import IGNORE_INDEX, Collator, encode_examples, special_token_template, tokenize_words
 from ...data.interchange import Annotation, annotation_from_tokens
 from ...data.readers import (
     TokenExample,
@@ -124,10 +124,10 @@ class TokenClassification(Task, DataChecks, Interchange, ContinualStages, KShotS
         return tuple(example.tags or ())
 
     def check_token_ids(self, tokenizer, examples: Sequence[TokenExample]) -> list[list[int]]:
-        if not examples:
-            return []
-        enc = tokenizer([list(ex.words) for ex in examples], is_split_into_words=True, add_special_tokens=True)
-        return [list(ids) for ids in enc["input_ids"]]
+        """Each sentence's ids as training encodes them (lone markers before unspaced words left out)."""
+        prefix, suffix = special_token_template(tokenizer)
+        tokenized = tokenize_words(tokenizer, [ex.words for ex in examples], unspaced_words=self.cfg.encoding.unspaced_words)
+        return [prefix + ids + suffix for ids, _ in tokenized]
 
     def to_annotation(self, example: TokenExample) -> Annotation:
         return annotation_from_tokens(example)
@@ -174,6 +174,7 @@ class TokenClassification(Task, DataChecks, Interchange, ContinualStages, KShotS
         windows, stats = encode_examples(
             examples, tokenizer, {t: i for i, t in enumerate(labels)}, enc.max_length, enc.stride,
             enc.label_all_subwords, self.label_position, mask_unannotated=self.cfg.task.unannotated == "mask",
+            unspaced_words=enc.unspaced_words,
         )
         return windows, [len(w.input_ids) for w in windows], stats
 
@@ -240,7 +241,8 @@ class TokenClassification(Task, DataChecks, Interchange, ContinualStages, KShotS
         d = self.cfg.data
         columns = {k: getattr(d, k) for k in ("tokens_column", "tags_column") if getattr(d, k)}  # eval reads as trained
         return dict(super().model_meta(labels), decode=self.cfg.task.decode,
-                    label_position=self.label_position, **columns)
+                    label_position=self.label_position, unspaced_words=self.cfg.encoding.unspaced_words,
+                    chinese_segmentation=d.chinese_segmentation, **columns)
 
     def write_outputs(self, run_dir, split, examples, predictions, metrics, predictor) -> None:
         if split == "test":
