@@ -113,6 +113,7 @@ def _guess_task(path: str, format: str) -> str:
 def _cmd_data_perturb(args) -> int:
     names = parse_perturbations(args.perturb)
     check_rate(args.rate)
+    check_output_path(args.out, "--out", folder=True)
     if not Path(args.input).is_file():
         raise TuneforgeError(f"{args.input}: file not found")
     task = get_task(args.task or _guess_task(args.input, args.format))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import api
 from ..artifacts.paths import atomic_open, atomic_write_text, check_output_path
-from ..data.interchange import labelstudio_tasks
+from ..data.interchange import labelstudio_tasks, refuse_blank_texts
 from ..errors import TuneforgeError
 from ..evaluation.robustness import format_robustness
 from ..runtime import distributed
@@ -79,7 +79,7 @@ def _cmd_predict(args) -> int:
     if args.output_format == "labelstudio":  # pre-annotations: every task's predictions, with scores (one JSON array)
         if not distributed.is_main():
             return 0  # one JSON array: process 0 writes it whole
-
+        refuse_blank_texts(examples, args.input)
         results = predictor.predict(examples, batch_size=args.batch_size)
         tasks = labelstudio_tasks([predictor.annotation(ex, r) for ex, r in zip(examples, results)],
                                   as_predictions=True, model_version=f"tuneforge:{Path(args.run).resolve().name}")

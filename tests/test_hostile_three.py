@@ -1,0 +1,152 @@
+"""Hostile input (issue 30): every case ends in one line on stderr and exit 2, or in a right result.
+
+Each test here failed on the code before its fix: a traceback, a silent wrong result, or a promise
+the code did not keep.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuneforge.cli import main
+
+from conftest import tiny_config, write_conll
+
+pytestmark = pytest.mark.hostile
+
+
+def error_line(capsys) -> str:
+    """The one line a failed command printed (and nothing else on stderr)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+TOPICS = [("mary visited paris today", "travel"), ("john went to london", "travel"),
+          ("google and apple met", "business"), ("microsoft works with apple", "business"),
+          ("he said the city was new", "chat"), ("she met john today", "chat")]
+
+
+def write_csv(path: Path, rows, header=("text", "label")) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def classifier_config(model: Path, data: Path, out: Path, **task) -> dict:
+    return {"task": {"type": "text_classification", **task}, "model": {"name_or_path": str(model)},
+            "data": {"train": str(data), "dev": str(data)}, "encoding": {"max_length": 32, "stride": 8},
+            "training": {"epochs": 2, "batch_size": 4, "seed": 7, "progress": False}, "output_dir": str(out)}
+
+
+@pytest.fixture(scope="module")
+def ner_run(tiny_bert, tmp_path_factory) -> Path:
+    from tuneforge.api import train
+
+    data = tmp_path_factory.mktemp("h3-ner")
+    for name in ("train", "dev", "test"):
+        write_conll(data / f"{name}.conll")
+    out = data / "run"
+    train(tiny_config(tiny_bert, data, out, epochs=2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tiny_bert, tmp_path_factory) -> Path:
+    from tuneforge.api import train
+
+    folder = tmp_path_factory.mktemp("h3-cls")
+    data = write_csv(folder / "topics.csv", TOPICS)
+    out = folder / "run"
+    train(classifier_config(tiny_bert, data, out))
+    return out
+
+
+@pytest.fixture()
+def config_file(tiny_bert, ner_files, tmp_path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_bert, ner_files, tmp_path / "run", epochs=1)))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Label Studio tasks from a pool with blank lines
+
+
+@pytest.mark.parametrize("which", ["ner_run", "classifier_run"])
+@pytest.mark.parametrize("command", ["suggest", "predict"])
+def test_blank_lines_in_a_pool_for_label_studio_are_one_line(request, tmp_path, capsys, which, command):
+    run = request.getfixturevalue(which)
+    capsys.readouterr()  # the training's own output
+    pool = tmp_path / "pool.txt"
+    pool.write_text("mary went to paris\n\njohn lives in london\n")
+    out = tmp_path / "tasks.json"
+    args = (["label", "suggest", str(run), str(pool), "--n", "3"] if command == "suggest"
+            else ["predict", str(run), str(pool), "--output-format", "labelstudio"]) + ["--out", str(out)]
+    assert main(args) == 2
+    assert error_line(capsys) == (f"error: {pool}:2: blank text: a Label Studio task needs one; remove the blank "
+                                  "lines (plain predict keeps them as empty rows)")
+    assert not out.exists()
+    pool.write_text("mary went to paris\njohn lives in london\n")
+    assert main(args) == 0
+    assert len(json.loads(out.read_text())) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# 6, 7. Output paths that cannot be what they must be
+
+
+def test_perturb_out_naming_an_existing_file(ner_files, tmp_path, capsys):
+    blocker = tmp_path / "exists.txt"
+    blocker.write_text("keep me\n")
+    assert main(["data", "perturb", str(ner_files / "train.conll"), "--out", str(blocker), "--perturb", "typo"]) == 2
+    assert error_line(capsys) == f"error: --out {blocker}: is a file; give a folder path"
+    assert blocker.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("value", ["/", ".", "/tmp/.."])
+def test_output_dir_that_no_run_can_own(config_file, capsys, value):
+    assert main(["train", str(config_file), "--set", f"output_dir={value}"]) == 2
+    assert error_line(capsys) == (f"error: --set output_dir={value}: bad value for 'output_dir': {value} is not a "
+                                  "folder a run can own; set output_dir to a named folder such as runs/latest")
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. A base model of pickle weights only
+
+
+@pytest.fixture()
+def pickled_bert(tiny_bert, tmp_path) -> Path:
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled-bert"
+    folder.mkdir()
+    for item in tiny_bert.iterdir():
+        if item.suffix != ".safetensors":
+            shutil.copy(item, folder / item.name)
+    torch.save(load_file(tiny_bert / "model.safetensors"), folder / "pytorch_model.bin")
+    return folder
+
+
+def test_a_base_model_of_pickle_weights_only(pickled_bert, config_file, tmp_path, capsys):
+    expected = (f"error: {pickled_bert}: model.name_or_path has only pickle-format weights (pytorch_model.bin); "
+                "tuneforge loads safetensors files only — re-save it with save_pretrained(..., safe_serialization=True)")
+    assert main(["train", str(config_file), "--set", f"model.name_or_path={pickled_bert}"]) == 2
+    assert error_line(capsys) == expected
+    assert not (tmp_path / "run").exists()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("北京上海\n")
+    out = tmp_path / "extended"
+    assert main(["vocab", "extend", "--model", str(pickled_bert), "--corpus", str(corpus), "--add", "5",
+                 "--out", str(out)]) == 2
+    assert error_line(capsys) == expected
+    assert not out.exists()
