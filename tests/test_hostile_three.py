@@ -235,3 +235,43 @@ def test_serve_on_a_port_in_use_stops_before_loading(tmp_path, capsys):
         assert main(["serve", str(tmp_path / "no-such-run"), "--port", str(port)]) == 2
     assert error_line(capsys) == (f"error: --port {port}: cannot listen on 127.0.0.1:{port} (Address already in "
                                   "use); stop what uses it or pick another --port")
+
+
+# ---------------------------------------------------------------------------------------------
+# 18. Input from a pipe
+
+
+@pytest.fixture()
+def stdin_pipe(monkeypatch):
+    """Feed bytes to this process's standard input through a real pipe (fd 0 and sys.stdin)."""
+    import io
+    import os
+
+    saved = os.dup(0)
+
+    def feed(data: bytes) -> None:
+        read, write = os.pipe()
+        os.write(write, data)
+        os.close(write)
+        os.dup2(read, 0)
+        os.close(read)
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.FileIO(0, closefd=False)))
+
+    yield feed
+    os.dup2(saved, 0)
+    os.close(saved)
+
+
+@pytest.mark.parametrize("given", ["-", "/dev/stdin"])
+def test_predict_reads_piped_input_once(ner_run, tmp_path, capsys, stdin_pipe, given):
+    texts = "mary went to paris\n\njohn lives in london\n"
+    (tmp_path / "texts.txt").write_text(texts)
+    assert main(["predict", str(ner_run), str(tmp_path / "texts.txt"), "--out", str(tmp_path / "file.jsonl")]) == 0
+    stdin_pipe(texts.encode())
+    assert main(["predict", str(ner_run), given, "--out", str(tmp_path / "piped.jsonl")]) == 0
+    assert (tmp_path / "piped.jsonl").read_bytes() == (tmp_path / "file.jsonl").read_bytes()
+    assert len((tmp_path / "piped.jsonl").read_text().splitlines()) == 3
+    capsys.readouterr()
+    stdin_pipe(b"")
+    assert main(["predict", str(ner_run), given]) == 2
+    assert error_line(capsys) == f"error: {given}:1: file is empty; give a file with at least one sentence"

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import stat
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,6 +134,34 @@ def atomic_open(path: str | Path, mode: str = "wb"):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+STDIN_NAME = "stdin.txt"
+
+
+@contextmanager
+def spooled_input(path: str):
+    """``path`` itself, or for ``-`` and a stream that can be read only once (``/dev/stdin``, a pipe, a
+    FIFO) a temporary file holding its bytes, named ``stdin.txt`` (raw text, one a line, unless
+    ``--format`` says otherwise); readers may then open it more than once. Yields (the path to read,
+    whether it was spooled)."""
+    if path != "-":
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            yield path, False
+            return
+    with tempfile.TemporaryDirectory(prefix="tuneforge-stdin-") as folder:
+        spool = Path(folder) / STDIN_NAME
+        with spool.open("wb") as out:
+            if path == "-":
+                shutil.copyfileobj(sys.stdin.buffer, out)
+            else:
+                with open(path, "rb") as stream:
+                    shutil.copyfileobj(stream, out)
+        yield str(spool), True
 
 
 def _give_usual_permissions(folder: Path) -> None:
