@@ -275,3 +275,73 @@ def test_predict_reads_piped_input_once(ner_run, tmp_path, capsys, stdin_pipe, g
     stdin_pipe(b"")
     assert main(["predict", str(ner_run), given]) == 2
     assert error_line(capsys) == f"error: {given}:1: file is empty; give a file with at least one sentence"
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. data check as a gate: errors exit 1, warnings alone 0
+
+
+def test_data_check_exits_1_when_it_skipped_malformed_records(ner_files, tmp_path, capsys):
+    bad = tmp_path / "bad.conll"
+    bad.write_text("john\tB-PER\nsmith\tI-PER\textra\n\nparis\tX-LOC\n\nmary\tB-PER\n")
+    assert main(["data", "check", str(bad), "--out", str(tmp_path / "c1")]) == 1
+    out, err = capsys.readouterr()
+    assert "- malformed: 2 record(s) skipped; first: " in out
+    assert err == "errors: 2 malformed record(s) skipped (listed in the report); exit status 1\n"
+    assert (tmp_path / "c1" / "report.json").exists()  # the report is still written
+    # warnings alone (a duplicate) leave it at 0
+    write_conll(tmp_path / "dup.conll", [("john lives in paris", "B-PER O O B-LOC")] * 2)
+    assert main(["data", "check", str(tmp_path / "dup.conll"), "--out", str(tmp_path / "c2")]) == 0
+    out, err = capsys.readouterr()
+    assert "- duplicates in train: 1 extra exact copies" in out and err == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. A multi-label CSV row with an empty label cell
+
+
+def test_an_empty_multi_label_cell_is_an_error_unless_allowed(tiny_bert, tmp_path, capsys):
+    from tuneforge.data.readers import read_text_file
+
+    data = tmp_path / "ml.csv"
+    data.write_text("text,labels\nfirst,a\nsecond,\nthird,a|b\nfourth,|\n")
+    cfg = classifier_config(tiny_bert, data, tmp_path / "run", multi_label=True)
+    cfg["data"] = {"train": str(data), "label_column": "labels"}
+    cfg["training"]["epochs"] = 1
+    config = tmp_path / "ml.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    message = (f"{data}:3: empty label set in column 'labels'; give at least one label, or set "
+               "data.allow_empty_labels: true if texts with no label are meant")
+    assert main(["train", str(config)]) == 2
+    assert error_line(capsys) == f"error: {message}"
+    assert not (tmp_path / "run").exists()
+    assert main(["data", "check", str(config), "--out", str(tmp_path / "check")]) == 1
+    out = capsys.readouterr().out
+    assert f"- malformed: 2 record(s) skipped; first: {message}" in out and "nothing to report" not in out
+    report = json.loads((tmp_path / "check" / "report.json").read_text())
+    assert [m.split(":")[1] for m in report["malformed"]["train"]] == ["3", "5"]
+    allowed = [ex.labels for ex in read_text_file(data, label_column="labels", multi_label=True)]
+    assert allowed == [["a"], [], ["a", "b"], []]
+    assert main(["train", str(config), "--set", "data.allow_empty_labels=true"]) == 0
+    meta = json.loads((tmp_path / "run" / "model" / "tuneforge.json").read_text())
+    assert meta["allow_empty_labels"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Line ends inside quoted CSV fields come back as given
+
+
+def test_line_ends_inside_quoted_csv_fields_are_kept(classifier_run, tmp_path, capsys):
+    from tuneforge.data.readers import read_text_file
+
+    data = tmp_path / "crlf.csv"
+    data.write_bytes(b'text,label\r\n"three\r\nlines\rhere",travel\r\nplain,chat\rlast,business\n')
+    examples = read_text_file(data)
+    assert [(ex.text, ex.labels, ex.line) for ex in examples] == [
+        ("three\r\nlines\rhere", ["travel"], 2), ("plain", ["chat"], 5), ("last", ["business"], 6)]
+    capsys.readouterr()
+    assert main(["predict", str(classifier_run), str(data)]) == 0
+    texts = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
+    assert texts == ["three\r\nlines\rhere", "plain", "last"]
+    assert main(["data", "sample", str(data), "--k", "1", "--out", str(tmp_path / "s.csv")]) == 0
+    assert [ex.text for ex in read_text_file(tmp_path / "s.csv")] == ["three\r\nlines\rhere", "plain", "last"]
