@@ -345,3 +345,44 @@ def test_line_ends_inside_quoted_csv_fields_are_kept(classifier_run, tmp_path, c
     assert texts == ["three\r\nlines\rhere", "plain", "last"]
     assert main(["data", "sample", str(data), "--k", "1", "--out", str(tmp_path / "s.csv")]) == 0
     assert [ex.text for ex in read_text_file(tmp_path / "s.csv")] == ["three\r\nlines\rhere", "plain", "last"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. An optional dependency that is not installed: one line naming the extra, before any work
+
+
+@pytest.mark.parametrize("module, change, expected", [
+    ("setfit", {"task": {"type": "setfit"}},
+     "error: task.type: setfit: setfit is not installed; pip install setfit (or pip install 'tuneforge[fewshot]')"),
+    ("tensorboard", {"training": {"report_to": ["tensorboard"]}},
+     "error: training.report_to: tensorboard is not installed; pip install tensorboard (or pip install "
+     "'tuneforge[tracking]'); or remove it from report_to"),
+    ("datasets", {"data": {"train": "DATA/train.parquet"}},
+     "error: data.train: DATA/train.parquet: Parquet, Arrow and hf: data are read with the datasets package: "
+     "datasets is not installed; pip install datasets (or pip install 'tuneforge[hf]')"),
+])
+def test_a_missing_extra_is_one_line_before_any_work(tiny_bert, tmp_path, capsys, monkeypatch, module, change, expected):
+    import sys
+
+    cfg = classifier_config(tiny_bert, tmp_path / "missing.csv", tmp_path / "run")  # data never read
+    for section, values in change.items():
+        cfg[section].update({k: v.replace("DATA", str(tmp_path)) if isinstance(v, str) else v
+                             for k, v in values.items()})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setitem(sys.modules, module, None)  # what an interpreter without it gets: ImportError
+    assert main(["train", str(config)]) == 2
+    assert error_line(capsys) == expected.replace("DATA", str(tmp_path))
+    assert not (tmp_path / "run").exists()
+
+
+def test_export_onnx_without_onnxruntime_is_one_line_before_loading(classifier_run, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert main(["export", "--onnx", str(tmp_path / "no-such-run"), str(tmp_path / "out")]) == 2
+    assert error_line(capsys) == ("error: export --onnx: onnxruntime is not installed; pip install onnxruntime "
+                                  "(or pip install 'tuneforge[onnx]')")
+    assert main(["predict", str(classifier_run), str(tmp_path / "t.txt"), "--engine", "onnx"]) == 2
+    assert error_line(capsys) == ("error: the onnx engine: onnxruntime is not installed; pip install onnxruntime "
+                                  "(or pip install 'tuneforge[onnx]')")

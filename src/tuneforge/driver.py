@@ -51,7 +51,10 @@ from .runtime.precision import resolve_precision
 from .training.batch import LoopTask
 from .training.loop import LoopResult, train_loop
 from .training.regimes import regime_callbacks
+from .data.hf_datasets import dataset_format
 from .data.vocab import extend_for_run
+from .runtime.extras import require_extra
+from .training.tracking import check_trackers
 from .evaluation.plots import render_training_curves_png
 
 
@@ -75,6 +78,20 @@ def metric_for_best(training: TrainingConfig, task: Task) -> tuple[str, bool]:
     return name, not name.endswith("loss")
 
 
+def check_optional_dependencies(cfg: Config) -> None:
+    """Every optional dependency the config needs is installed, before the run folder, data or model is
+    touched: ``task.type: setfit`` (the ``fewshot`` extra), ``training.report_to`` trackers (``tracking``),
+    Parquet / Arrow / ``hf:`` data (``hf``)."""
+    if cfg.task.type == "setfit":
+        require_extra("task.type: setfit", "setfit", "fewshot")
+    check_trackers(cfg.training.report_to)
+    for split in ("train", "dev", "test"):
+        path = getattr(cfg.data, split, None)
+        if path and dataset_format(path):
+            require_extra(f"data.{split}: {path}: Parquet, Arrow and hf: data are read with the datasets package",
+                          "datasets", "hf")
+
+
 def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
               callbacks: Sequence[Callback] = ()) -> RunResult:
     """Train as ``cfg`` says into ``cfg.output_dir``; returns the run folder and its metrics.
@@ -83,6 +100,7 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
     process 0 alone prepares the run folder, writes files and prints (:mod:`tuneforge.runtime.distributed`);
     every process returns the same metrics.
     """
+    check_optional_dependencies(cfg)
     if distributed.launched_distributed():
         distributed.init_processes()
     run_dir = Path(cfg.output_dir)

@@ -7,6 +7,7 @@ import os
 from ..artifacts.paths import check_output_path
 from ..errors import TuneforgeError
 from ..loading import export_merged, export_onnx
+from ..runtime.onnx import require_onnxruntime
 from ..serving import ServeOptions, create_app, load_models, serve
 from ..serving.app import API_KEY_ENV, bind_port
 from ..serving.pool import process_rss_mb
@@ -20,6 +21,7 @@ def _cmd_export(args) -> int:
         raise TuneforgeError("--quantize: only with --onnx")
 
     if args.onnx:
+        require_onnxruntime("export --onnx")  # before the run is loaded
         if args.out:
             check_output_path(args.out, "OUT", folder=True)
         out = export_onnx(args.run, args.out, args.quantize)
