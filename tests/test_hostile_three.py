@@ -386,3 +386,36 @@ def test_export_onnx_without_onnxruntime_is_one_line_before_loading(classifier_r
     assert main(["predict", str(classifier_run), str(tmp_path / "t.txt"), "--engine", "onnx"]) == 2
     assert error_line(capsys) == ("error: the onnx engine: onnxruntime is not installed; pip install onnxruntime "
                                   "(or pip install 'tuneforge[onnx]')")
+
+
+# ---------------------------------------------------------------------------------------------
+# 17. kill -9 during export: the rerun clears what the killed writer left
+
+
+KILLED_EXPORT = """
+import os, signal, sys
+from tuneforge.artifacts import paths
+from tuneforge.cli import main
+
+def killed(folder):  # the export has written everything into its temporary folder: kill -9 it now
+    os.kill(os.getpid(), signal.SIGKILL)
+
+paths._give_usual_permissions = killed
+sys.exit(main(["export", "--merge", sys.argv[1], sys.argv[2]]))
+"""
+
+
+def test_kill_9_during_export_leaves_nothing_the_rerun_keeps(ner_run, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "merged"
+    killed = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(ner_run), str(out)], capture_output=True,
+                            timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".merged.tmp-") and not out.exists()
+    assert main(["export", "--merge", str(ner_run), str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+    assert (out / "model.safetensors").exists()

@@ -78,9 +78,37 @@ def new_temporary_dir(final: str | Path) -> Path:
     share one ``with`` block: one creates it, all write, one calls :func:`swap_in_dir`)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_temporaries(final)
+    # the writer's pid in the name: a later writer can tell a folder whose writer died (kill -9) from a live one
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a run folder gets the usual permissions
     return tmp
+
+
+def remove_stale_temporaries(final: str | Path) -> list[Path]:
+    """Delete the temporary siblings of ``final`` that writers killed mid-write left (``.NAME.tmp-PID-*``
+    whose process is gone, and the older ``.NAME.tmp-*`` without a pid); a live writer's stays. Returns
+    what was removed."""
+    final = Path(final)
+    removed = []
+    prefix = f".{final.name}.tmp-"
+    for stale in final.parent.glob(f"{prefix}*"):
+        pid = stale.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))):
+            continue
+        _rmtree(stale)
+        removed.append(stale)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def swap_in_dir(tmp: str | Path, final: str | Path) -> None:
