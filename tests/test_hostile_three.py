@@ -22,8 +22,8 @@ pytestmark = pytest.mark.hostile
 
 
 def error_line(capsys) -> str:
-    """The one line a failed command printed (and nothing else on stderr)."""
-    err = capsys.readouterr().err.strip().splitlines()
+    """The one line a failed command printed (and nothing else on stderr but transformers' loading bar)."""
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("Loading weights")]
     assert len(err) == 1 and err[0].startswith("error: "), err
     return err[0]
 
@@ -419,3 +419,85 @@ def test_kill_9_during_export_leaves_nothing_the_rerun_keeps(ner_run, tmp_path, 
     assert main(["export", "--merge", str(ner_run), str(out)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
     assert (out / "model.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 9, 11. A read-only output folder and a full disk: real tmpfs mounts (root in CI); skipped where
+# mounting is not permitted (chmod would not stop root)
+
+
+def _mount_tmpfs(where: Path, options: str) -> None:
+    import subprocess
+
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'}); needs root or CAP_SYS_ADMIN")
+
+
+def _umount(where: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", str(where)], capture_output=True)
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path):
+    where = tmp_path / "ro"
+    _mount_tmpfs(where, "ro,size=1m")
+    yield where
+    _umount(where)
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 64 KiB file system: the tiny models' weights (hundreds of KiB) do not fit."""
+    where = tmp_path / "full"
+    _mount_tmpfs(where, "size=64k")
+    yield where
+    _umount(where)
+
+
+def test_a_read_only_output_folder_is_one_line(classifier_run, config_file, tmp_path, read_only_dir, capsys):
+    data = tmp_path / "topics.csv"
+    write_csv(data, TOPICS)
+    pool = tmp_path / "pool.txt"
+    pool.write_text("mary went to paris\n")
+    cases = [
+        (["data", "convert", str(data), str(read_only_dir / "x.jsonl"), "--to", "jsonl"], "OUT", "x.jsonl"),
+        (["data", "sample", str(data), "--k", "1", "--out", str(read_only_dir / "s.csv")], "--out", "s.csv"),
+        (["label", "suggest", str(classifier_run), str(pool), "--out", str(read_only_dir / "t.json")], "--out", "t.json"),
+        (["data", "check", str(data), "--out", str(read_only_dir / "check")], "--out", "check"),
+    ]
+    capsys.readouterr()
+    for args, flag, name in cases:
+        assert main(args) == 2, args
+        assert error_line(capsys) == (f"error: {flag} {read_only_dir / name}: cannot write in {read_only_dir} "
+                                      "(read-only file system)")
+    run = read_only_dir / "run"
+    assert main(["train", str(config_file), "--set", f"output_dir={run}"]) == 2
+    assert error_line(capsys) == (f"error: {run}: cannot write the run's lock file {read_only_dir / '.run.lock'} "
+                                  "(Read-only file system); set output_dir to a folder you can write")
+    assert list(read_only_dir.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_works(ner_run, config_file, tmp_path, small_disk, capsys):
+    import subprocess
+
+    texts = tmp_path / "many.txt"
+    texts.write_text("mary visited paris today\n" * 3000)  # ~700 KB of predictions
+    capsys.readouterr()
+    message = "no space left on device; nothing was kept of what was being written — free some space and run the same command again"
+    assert main(["predict", str(ner_run), str(texts), "--out", str(small_disk / "p.jsonl")]) == 2
+    assert error_line(capsys) == f"error: {small_disk / 'p.jsonl'}: {message}"
+    assert main(["export", "--merge", str(ner_run), str(small_disk / "merged")]) == 2
+    assert error_line(capsys) == f"error: {small_disk / 'merged'}: {message}"
+    run = small_disk / "run"
+    assert main(["train", str(config_file), "--set", f"output_dir={run}"]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: {run}/") and line.endswith(message)
+    assert [p.name for p in small_disk.iterdir()] == [".run.lock"]  # no half run, no temporaries
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)  # space freed
+    assert main(["train", str(config_file), "--set", f"output_dir={run}"]) == 0
+    assert main(["predict", str(ner_run), str(texts), "--out", str(small_disk / "p.jsonl")]) == 0
+    assert len((small_disk / "p.jsonl").read_text().splitlines()) == 3000

@@ -39,10 +39,10 @@ from .artifacts.model_folder import META_FILE, MODEL_DIR, portable_base_path, re
 from .loading import continue_from, load_predictor
 from .config import Config, load_config
 from .schema import TrainingConfig
-from .errors import ConfigError
+from .errors import ConfigError, TuneforgeError
 from .methods import count_parameters, get_method
 from .runtime.models import check_max_length
-from .artifacts.paths import atomic_write_bytes, atomic_write_text
+from .artifacts.paths import atomic_write_bytes, atomic_write_text, is_disk_full
 from .tasks import Task, make_task
 from .tasks.predictor import evaluate_across_processes
 from .training.callbacks import Callback, TrainData
@@ -113,7 +113,16 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
             return str(run_folder.plan(run_dir, resume, overwrite)[0])
 
         target = Path(distributed.main_first(plan))
-        metrics = _train_into(cfg, target, resume, callbacks)
+        fresh = not target.exists()
+        try:
+            metrics = _train_into(cfg, target, resume, callbacks)
+        except TuneforgeError as exc:
+            # a full disk: what this run began is removed (it holds no checkpoint), so the rerun after
+            # freeing space starts as on an empty folder and the space goes back
+            if fresh and distributed.is_main() and is_disk_full(exc.__cause__ or exc) \
+                    and run_folder.inspect(target) == run_folder.FAILED_START:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
         if distributed.is_main():
             run_folder.commit(target, run_dir)
         distributed.barrier()  # the run folder is in place before any process returns

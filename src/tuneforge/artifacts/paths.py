@@ -50,9 +50,34 @@ def check_output_path(path: str | Path, what: str, folder: bool = False) -> Path
             if not parent.is_dir():
                 raise TuneforgeError(f"{what} {path}: {parent} is a file, so nothing can be written under it")
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise TuneforgeError(f"{what} {path}: cannot write in {parent} (permission denied)")
+                raise TuneforgeError(f"{what} {path}: cannot write in {parent} ({unwritable_reason(parent)})")
             break
     return path
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An error that says the disk (or the user's quota) is full: ``OSError`` ENOSPC / EDQUOT, or a
+    library's error quoting it (safetensors' writer reports ``No space left on device (os error 28)``)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
+def disk_full_error(where: str | Path) -> TuneforgeError:
+    return TuneforgeError(f"{where}: no space left on device; nothing was kept of what was being written — "
+                          "free some space and run the same command again")
+
+
+def unwritable_reason(folder: str | Path) -> str:
+    """Why ``folder`` cannot be written: its file system is mounted read-only, or its permissions."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except OSError:
+        pass
+    return "permission denied"
 
 
 @contextmanager
@@ -67,8 +92,10 @@ def atomic_dir(final: str | Path):
     try:
         yield tmp
         _give_usual_permissions(tmp)
-    except BaseException:
+    except BaseException as exc:
         _rmtree(tmp)
+        if is_disk_full(exc):
+            raise disk_full_error(final) from exc
         raise
     swap_in_dir(tmp, final)
 
@@ -158,9 +185,11 @@ def atomic_open(path: str | Path, mode: str = "wb"):
             yield handle
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets what open() would give
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if is_disk_full(exc):
+            raise disk_full_error(path) from exc
         raise
 
 

@@ -57,6 +57,7 @@ def _parse_ratios(text: str) -> list[float]:
 
 
 def _cmd_data_check(args) -> int:
+    check_output_path(args.out, "--out", folder=True)
     overrides = list(args.set or [])
     if args.format != "auto":
         overrides.append(f"data.format={args.format}")
@@ -86,6 +87,7 @@ def _cmd_data_check(args) -> int:
 
 
 def _cmd_data_convert(args) -> int:
+    check_output_path(args.out, "OUT")
     overrides = list(args.set or [])
     if args.format != "auto":
         overrides.append(f"data.format={args.format}")
@@ -147,6 +149,7 @@ def _cmd_data_sample(args) -> int:
     """k examples per class (per entity type for NER) from a labelled file, written in the same format."""
 
     fmt = args.format
+    check_output_path(args.out, "--out")
     if _guess_task(args.input, fmt) == "token_classification":
         examples = read_token_file(args.input, fmt, tag_column=args.tag_column)
         normalise_to_iob2(examples, args.scheme)
