@@ -501,3 +501,48 @@ def test_a_full_disk_is_one_line_and_the_rerun_works(ner_run, config_file, tmp_p
     assert main(["train", str(config_file), "--set", f"output_dir={run}"]) == 0
     assert main(["predict", str(ner_run), str(texts), "--out", str(small_disk / "p.jsonl")]) == 0
     assert len((small_disk / "p.jsonl").read_text().splitlines()) == 3000
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. What holds across batches: bytes under fp32; under bf16 tags and labels, confidences within 0.01
+
+TEXTS = ["Mary visited Paris today", "John Smith lives in New York", "google and apple met in london",
+         "she works at microsoft in berlin", "he went to the city of paris", "john said the city was new",
+         "Mary met John in London and then visited Paris with Google and Apple today", "paris",
+         "北京 is a city", "mary", "apple and google", "the city of new york was new today", "he met mary"]
+
+
+def test_fp32_gives_the_same_bytes_alone_in_a_file_and_in_a_server_batch(ner_run, classifier_run, tmp_path, capsys):
+    import httpx
+
+    import tuneforge
+    from test_serving import concurrently, serving
+    from tuneforge.serving import load_models
+
+    for run in (ner_run, classifier_run):
+        predictor = tuneforge.load(run, precision="fp32")
+        together = [predictor.to_json(r) for r in predictor.predict(TEXTS, batch_size=64)]
+        alone = [predictor.to_json(predictor.predict([t])[0]) for t in TEXTS]
+        assert together == alone
+        (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n")
+        capsys.readouterr()
+        assert main(["predict", str(run), str(tmp_path / "texts.txt"), "--precision", "fp32", "--batch-size", "5"]) == 0
+        assert capsys.readouterr().out.splitlines() == alone
+        with serving(load_models([f"m={run}"], precision="fp32"), max_wait_ms=50) as base:
+            answers = concurrently([lambda t=t: httpx.post(f"{base}/v1/predict", json={"texts": [t]}, timeout=60).content
+                                    for t in TEXTS])
+        assert answers == [('{"model": "m", "results": [' + line + "]}").encode() for line in alone]
+
+
+def test_bf16_tags_and_labels_do_not_depend_on_the_batch(ner_run, classifier_run):
+    import tuneforge
+
+    ner = tuneforge.load(ner_run, precision="bf16")
+    assert ner.runtime["precision"] == "bf16"
+    for together, alone in zip(ner.predict(TEXTS, batch_size=64), [ner.predict([t])[0] for t in TEXTS]):
+        assert together["tags"] == alone["tags"] and together["entities"] == alone["entities"]
+        assert max(abs(a - b) for a, b in zip(together["confidences"], alone["confidences"])) <= 0.01
+    classifier = tuneforge.load(classifier_run, precision="bf16")
+    for together, alone in zip(classifier.predict(TEXTS, batch_size=64), [classifier.predict([t])[0] for t in TEXTS]):
+        assert together["label"] == alone["label"]
+        assert max(abs(together["probabilities"][k] - alone["probabilities"][k]) for k in alone["probabilities"]) <= 0.01
