@@ -16,6 +16,8 @@ import yaml
 
 from tuneforge.cli import main
 
+from conftest import HOSTILE_TOPICS as TOPICS
+from conftest import hostile_classifier_config as classifier_config
 from conftest import tiny_config, write_conll
 
 pytestmark = pytest.mark.hostile
@@ -28,46 +30,12 @@ def error_line(capsys) -> str:
     return err[0]
 
 
-TOPICS = [("mary visited paris today", "travel"), ("john went to london", "travel"),
-          ("google and apple met", "business"), ("microsoft works with apple", "business"),
-          ("he said the city was new", "chat"), ("she met john today", "chat")]
-
-
 def write_csv(path: Path, rows, header=("text", "label")) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
     return path
-
-
-def classifier_config(model: Path, data: Path, out: Path, **task) -> dict:
-    return {"task": {"type": "text_classification", **task}, "model": {"name_or_path": str(model)},
-            "data": {"train": str(data), "dev": str(data)}, "encoding": {"max_length": 32, "stride": 8},
-            "training": {"epochs": 2, "batch_size": 4, "seed": 7, "progress": False}, "output_dir": str(out)}
-
-
-@pytest.fixture(scope="module")
-def ner_run(tiny_bert, tmp_path_factory) -> Path:
-    from tuneforge.api import train
-
-    data = tmp_path_factory.mktemp("h3-ner")
-    for name in ("train", "dev", "test"):
-        write_conll(data / f"{name}.conll")
-    out = data / "run"
-    train(tiny_config(tiny_bert, data, out, epochs=2))
-    return out
-
-
-@pytest.fixture(scope="module")
-def classifier_run(tiny_bert, tmp_path_factory) -> Path:
-    from tuneforge.api import train
-
-    folder = tmp_path_factory.mktemp("h3-cls")
-    data = write_csv(folder / "topics.csv", TOPICS)
-    out = folder / "run"
-    train(classifier_config(tiny_bert, data, out))
-    return out
 
 
 @pytest.fixture()
@@ -81,7 +49,7 @@ def config_file(tiny_bert, ner_files, tmp_path) -> Path:
 # 5. Label Studio tasks from a pool with blank lines
 
 
-@pytest.mark.parametrize("which", ["ner_run", "classifier_run"])
+@pytest.mark.parametrize("which", ["hostile_ner_run", "hostile_classifier_run"])
 @pytest.mark.parametrize("command", ["suggest", "predict"])
 def test_blank_lines_in_a_pool_for_label_studio_are_one_line(request, tmp_path, capsys, which, command):
     run = request.getfixturevalue(which)
@@ -153,91 +121,6 @@ def test_a_base_model_of_pickle_weights_only(pickled_bert, config_file, tmp_path
 
 
 # ---------------------------------------------------------------------------------------------
-# 12-16. Server messages
-
-
-@pytest.fixture(scope="module")
-def served_ner(ner_run):
-    from tuneforge.serving import load_models
-
-    return load_models([f"ner={ner_run}"])
-
-
-def _post(base: str, body: bytes, content_type: str = "application/json", **headers):
-    import httpx
-
-    return httpx.post(f"{base}/v1/predict", content=body, headers={"content-type": content_type, **headers}, timeout=30)
-
-
-BAD_BODIES = [
-    ("café".encode("latin-1").join([b'{"texts": ["', b'"]}']), "application/json",
-     "body: not UTF-8 (byte 0xe9 at offset 15); send the JSON as UTF-8"),
-    (b'{"texts": ["cafe"]}', "application/json; charset=latin-1",
-     "body: charset latin-1 is not accepted; send the JSON as UTF-8"),
-    (b"[" * 30_000 + b"]" * 30_000, "application/json",
-     "body: JSON nested too deep to read; a request is one object of texts or tokens"),
-    (b'{"texts"', "application/json", "body: not JSON (Expecting ':' delimiter at line 1 column 9)"),
-]
-
-
-def test_bodies_that_cannot_be_parsed_get_the_documented_error_and_are_counted(served_ner):
-    from test_serving import metric_samples, serving
-
-    with serving(served_ner) as base:
-        for body, content_type, message in BAD_BODIES:
-            response = _post(base, body, content_type)
-            assert response.status_code == 422, response.text
-            assert response.json() == {"error": {"code": "invalid_request", "message": message}}
-        samples = metric_samples(base)
-    assert samples[("tuneforge_requests_total", (("model", ""), ("status", "422")))] == len(BAD_BODIES)
-    assert samples[("tuneforge_request_errors_total", (("code", "invalid_request"), ("model", "")))] == len(BAD_BODIES)
-
-
-def test_a_lone_surrogate_is_invalid_input_and_an_empty_model_name_is_unknown(served_ner):
-    from test_serving import serving
-
-    with serving(served_ner) as base:
-        for body in (b'{"texts": ["paris", "a\\ud800b"]}', b'{"tokens": [["paris"], ["a", "\\udfffb"]]}'):
-            response = _post(base, body)
-            assert response.status_code == 422
-            code = "D800" if b"ud800" in body else "DFFF"
-            at = 1 if code == "D800" else 0
-            assert response.json() == {"error": {"code": "invalid_input", "message": (
-                f"text 1: a lone surrogate (U+{code}) at character {at} is not text; send whole characters")}}
-        response = _post(base, json.dumps({"model": "", "texts": ["paris"]}).encode())
-        assert response.status_code == 404
-        assert response.json() == {"error": {"code": "unknown_model", "message": (
-            "model '' is not served; GET /v1/models lists them"), "models": ["ner"]}}
-        assert _post(base, json.dumps({"texts": ["paris"]}).encode()).json()["model"] == "ner"
-
-
-def test_the_api_key_is_checked_before_the_body(served_ner):
-    from test_serving import serving
-
-    unauthorized = {"error": {"code": "unauthorized", "message": "send the server's API key as 'Authorization: Bearer KEY'"}}
-    with serving(served_ner, api_key="s3cret") as base:
-        for body, content_type, _ in [*BAD_BODIES, (b'{"texts": 3}', "application/json", "")]:
-            response = _post(base, body, content_type)
-            assert (response.status_code, response.json()) == (401, unauthorized)
-        response = _post(base, b'{"texts": 3}', authorization="Bearer s3cret")
-        assert response.status_code == 422
-        assert response.json() == {"error": {"code": "invalid_request", "message": "texts: Input should be a valid list"}}
-
-
-def test_serve_on_a_port_in_use_stops_before_loading(tmp_path, capsys):
-    import socket
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        # the run folder does not exist: had the models been loaded first, that would be the error
-        assert main(["serve", str(tmp_path / "no-such-run"), "--port", str(port)]) == 2
-    assert error_line(capsys) == (f"error: --port {port}: cannot listen on 127.0.0.1:{port} (Address already in "
-                                  "use); stop what uses it or pick another --port")
-
-
-# ---------------------------------------------------------------------------------------------
 # 18. Input from a pipe
 
 
@@ -263,17 +146,17 @@ def stdin_pipe(monkeypatch):
 
 
 @pytest.mark.parametrize("given", ["-", "/dev/stdin"])
-def test_predict_reads_piped_input_once(ner_run, tmp_path, capsys, stdin_pipe, given):
+def test_predict_reads_piped_input_once(hostile_ner_run, tmp_path, capsys, stdin_pipe, given):
     texts = "mary went to paris\n\njohn lives in london\n"
     (tmp_path / "texts.txt").write_text(texts)
-    assert main(["predict", str(ner_run), str(tmp_path / "texts.txt"), "--out", str(tmp_path / "file.jsonl")]) == 0
+    assert main(["predict", str(hostile_ner_run), str(tmp_path / "texts.txt"), "--out", str(tmp_path / "file.jsonl")]) == 0
     stdin_pipe(texts.encode())
-    assert main(["predict", str(ner_run), given, "--out", str(tmp_path / "piped.jsonl")]) == 0
+    assert main(["predict", str(hostile_ner_run), given, "--out", str(tmp_path / "piped.jsonl")]) == 0
     assert (tmp_path / "piped.jsonl").read_bytes() == (tmp_path / "file.jsonl").read_bytes()
     assert len((tmp_path / "piped.jsonl").read_text().splitlines()) == 3
     capsys.readouterr()
     stdin_pipe(b"")
-    assert main(["predict", str(ner_run), given]) == 2
+    assert main(["predict", str(hostile_ner_run), given]) == 2
     assert error_line(capsys) == f"error: {given}:1: file is empty; give a file with at least one sentence"
 
 
@@ -331,7 +214,7 @@ def test_an_empty_multi_label_cell_is_an_error_unless_allowed(tiny_bert, tmp_pat
 # 3. Line ends inside quoted CSV fields come back as given
 
 
-def test_line_ends_inside_quoted_csv_fields_are_kept(classifier_run, tmp_path, capsys):
+def test_line_ends_inside_quoted_csv_fields_are_kept(hostile_classifier_run, tmp_path, capsys):
     from tuneforge.data.readers import read_text_file
 
     data = tmp_path / "crlf.csv"
@@ -340,7 +223,7 @@ def test_line_ends_inside_quoted_csv_fields_are_kept(classifier_run, tmp_path, c
     assert [(ex.text, ex.labels, ex.line) for ex in examples] == [
         ("three\r\nlines\rhere", ["travel"], 2), ("plain", ["chat"], 5), ("last", ["business"], 6)]
     capsys.readouterr()
-    assert main(["predict", str(classifier_run), str(data)]) == 0
+    assert main(["predict", str(hostile_classifier_run), str(data)]) == 0
     texts = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
     assert texts == ["three\r\nlines\rhere", "plain", "last"]
     assert main(["data", "sample", str(data), "--k", "1", "--out", str(tmp_path / "s.csv")]) == 0
@@ -376,14 +259,14 @@ def test_a_missing_extra_is_one_line_before_any_work(tiny_bert, tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
-def test_export_onnx_without_onnxruntime_is_one_line_before_loading(classifier_run, tmp_path, capsys, monkeypatch):
+def test_export_onnx_without_onnxruntime_is_one_line_before_loading(hostile_classifier_run, tmp_path, capsys, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert main(["export", "--onnx", str(tmp_path / "no-such-run"), str(tmp_path / "out")]) == 2
     assert error_line(capsys) == ("error: export --onnx: onnxruntime is not installed; pip install onnxruntime "
                                   "(or pip install 'tuneforge[onnx]')")
-    assert main(["predict", str(classifier_run), str(tmp_path / "t.txt"), "--engine", "onnx"]) == 2
+    assert main(["predict", str(hostile_classifier_run), str(tmp_path / "t.txt"), "--engine", "onnx"]) == 2
     assert error_line(capsys) == ("error: the onnx engine: onnxruntime is not installed; pip install onnxruntime "
                                   "(or pip install 'tuneforge[onnx]')")
 
@@ -405,18 +288,18 @@ sys.exit(main(["export", "--merge", sys.argv[1], sys.argv[2]]))
 """
 
 
-def test_kill_9_during_export_leaves_nothing_the_rerun_keeps(ner_run, tmp_path, capsys):
+def test_kill_9_during_export_leaves_nothing_the_rerun_keeps(hostile_ner_run, tmp_path, capsys):
     import signal
     import subprocess
     import sys
 
     out = tmp_path / "merged"
-    killed = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(ner_run), str(out)], capture_output=True,
+    killed = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(hostile_ner_run), str(out)], capture_output=True,
                             timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     left = [p.name for p in tmp_path.iterdir()]
     assert len(left) == 1 and left[0].startswith(".merged.tmp-") and not out.exists()
-    assert main(["export", "--merge", str(ner_run), str(out)]) == 0
+    assert main(["export", "--merge", str(hostile_ner_run), str(out)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
     assert (out / "model.safetensors").exists()
 
@@ -458,7 +341,7 @@ def small_disk(tmp_path):
     _umount(where)
 
 
-def test_a_read_only_output_folder_is_one_line(classifier_run, config_file, tmp_path, read_only_dir, capsys):
+def test_a_read_only_output_folder_is_one_line(hostile_classifier_run, config_file, tmp_path, read_only_dir, capsys):
     data = tmp_path / "topics.csv"
     write_csv(data, TOPICS)
     pool = tmp_path / "pool.txt"
@@ -466,7 +349,7 @@ def test_a_read_only_output_folder_is_one_line(classifier_run, config_file, tmp_
     cases = [
         (["data", "convert", str(data), str(read_only_dir / "x.jsonl"), "--to", "jsonl"], "OUT", "x.jsonl"),
         (["data", "sample", str(data), "--k", "1", "--out", str(read_only_dir / "s.csv")], "--out", "s.csv"),
-        (["label", "suggest", str(classifier_run), str(pool), "--out", str(read_only_dir / "t.json")], "--out", "t.json"),
+        (["label", "suggest", str(hostile_classifier_run), str(pool), "--out", str(read_only_dir / "t.json")], "--out", "t.json"),
         (["data", "check", str(data), "--out", str(read_only_dir / "check")], "--out", "check"),
     ]
     capsys.readouterr()
@@ -481,16 +364,16 @@ def test_a_read_only_output_folder_is_one_line(classifier_run, config_file, tmp_
     assert list(read_only_dir.iterdir()) == []
 
 
-def test_a_full_disk_is_one_line_and_the_rerun_works(ner_run, config_file, tmp_path, small_disk, capsys):
+def test_a_full_disk_is_one_line_and_the_rerun_works(hostile_ner_run, config_file, tmp_path, small_disk, capsys):
     import subprocess
 
     texts = tmp_path / "many.txt"
     texts.write_text("mary visited paris today\n" * 3000)  # ~700 KB of predictions
     capsys.readouterr()
     message = "no space left on device; nothing was kept of what was being written — free some space and run the same command again"
-    assert main(["predict", str(ner_run), str(texts), "--out", str(small_disk / "p.jsonl")]) == 2
+    assert main(["predict", str(hostile_ner_run), str(texts), "--out", str(small_disk / "p.jsonl")]) == 2
     assert error_line(capsys) == f"error: {small_disk / 'p.jsonl'}: {message}"
-    assert main(["export", "--merge", str(ner_run), str(small_disk / "merged")]) == 2
+    assert main(["export", "--merge", str(hostile_ner_run), str(small_disk / "merged")]) == 2
     assert error_line(capsys) == f"error: {small_disk / 'merged'}: {message}"
     run = small_disk / "run"
     assert main(["train", str(config_file), "--set", f"output_dir={run}"]) == 2
@@ -499,50 +382,5 @@ def test_a_full_disk_is_one_line_and_the_rerun_works(ner_run, config_file, tmp_p
     assert [p.name for p in small_disk.iterdir()] == [".run.lock"]  # no half run, no temporaries
     subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)  # space freed
     assert main(["train", str(config_file), "--set", f"output_dir={run}"]) == 0
-    assert main(["predict", str(ner_run), str(texts), "--out", str(small_disk / "p.jsonl")]) == 0
+    assert main(["predict", str(hostile_ner_run), str(texts), "--out", str(small_disk / "p.jsonl")]) == 0
     assert len((small_disk / "p.jsonl").read_text().splitlines()) == 3000
-
-
-# ---------------------------------------------------------------------------------------------
-# 1. What holds across batches: bytes under fp32; under bf16 tags and labels, confidences within 0.01
-
-TEXTS = ["Mary visited Paris today", "John Smith lives in New York", "google and apple met in london",
-         "she works at microsoft in berlin", "he went to the city of paris", "john said the city was new",
-         "Mary met John in London and then visited Paris with Google and Apple today", "paris",
-         "北京 is a city", "mary", "apple and google", "the city of new york was new today", "he met mary"]
-
-
-def test_fp32_gives_the_same_bytes_alone_in_a_file_and_in_a_server_batch(ner_run, classifier_run, tmp_path, capsys):
-    import httpx
-
-    import tuneforge
-    from test_serving import concurrently, serving
-    from tuneforge.serving import load_models
-
-    for run in (ner_run, classifier_run):
-        predictor = tuneforge.load(run, precision="fp32")
-        together = [predictor.to_json(r) for r in predictor.predict(TEXTS, batch_size=64)]
-        alone = [predictor.to_json(predictor.predict([t])[0]) for t in TEXTS]
-        assert together == alone
-        (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n")
-        capsys.readouterr()
-        assert main(["predict", str(run), str(tmp_path / "texts.txt"), "--precision", "fp32", "--batch-size", "5"]) == 0
-        assert capsys.readouterr().out.splitlines() == alone
-        with serving(load_models([f"m={run}"], precision="fp32"), max_wait_ms=50) as base:
-            answers = concurrently([lambda t=t: httpx.post(f"{base}/v1/predict", json={"texts": [t]}, timeout=60).content
-                                    for t in TEXTS])
-        assert answers == [('{"model": "m", "results": [' + line + "]}").encode() for line in alone]
-
-
-def test_bf16_tags_and_labels_do_not_depend_on_the_batch(ner_run, classifier_run):
-    import tuneforge
-
-    ner = tuneforge.load(ner_run, precision="bf16")
-    assert ner.runtime["precision"] == "bf16"
-    for together, alone in zip(ner.predict(TEXTS, batch_size=64), [ner.predict([t])[0] for t in TEXTS]):
-        assert together["tags"] == alone["tags"] and together["entities"] == alone["entities"]
-        assert max(abs(a - b) for a, b in zip(together["confidences"], alone["confidences"])) <= 0.01
-    classifier = tuneforge.load(classifier_run, precision="bf16")
-    for together, alone in zip(classifier.predict(TEXTS, batch_size=64), [classifier.predict([t])[0] for t in TEXTS]):
-        assert together["label"] == alone["label"]
-        assert max(abs(together["probabilities"][k] - alone["probabilities"][k]) for k in alone["probabilities"]) <= 0.01
