@@ -125,3 +125,40 @@ def train_and_kill_9(cfg: dict, config_file: Path, after_epoch: int = 2) -> None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+@pytest.fixture(scope="session")
+def hostile_ner_run(tiny_bert, tmp_path_factory) -> Path:
+    """A small finished NER run for tests/test_hostile_three*.py (quality is not the point)."""
+    from tuneforge.api import train
+
+    data = tmp_path_factory.mktemp("h3-ner")
+    for name in ("train", "dev", "test"):
+        write_conll(data / f"{name}.conll")
+    train(tiny_config(tiny_bert, data, data / "run", epochs=2))
+    return data / "run"
+
+
+HOSTILE_TOPICS = [("mary visited paris today", "travel"), ("john went to london", "travel"),
+                  ("google and apple met", "business"), ("microsoft works with apple", "business"),
+                  ("he said the city was new", "chat"), ("she met john today", "chat")]
+
+
+def hostile_classifier_config(model: Path, data: Path, out: Path, **task) -> dict:
+    return {"task": {"type": "text_classification", **task}, "model": {"name_or_path": str(model)},
+            "data": {"train": str(data), "dev": str(data)}, "encoding": {"max_length": 32, "stride": 8},
+            "training": {"epochs": 2, "batch_size": 4, "seed": 7, "progress": False}, "output_dir": str(out)}
+
+
+@pytest.fixture(scope="session")
+def hostile_classifier_run(tiny_bert, tmp_path_factory) -> Path:
+    """A small finished text-classification run for tests/test_hostile_three*.py."""
+    import csv
+
+    from tuneforge.api import train
+
+    folder = tmp_path_factory.mktemp("h3-cls")
+    with open(folder / "topics.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "label"), *HOSTILE_TOPICS])
+    train(hostile_classifier_config(tiny_bert, folder / "topics.csv", folder / "run"))
+    return folder / "run"

@@ -109,7 +109,7 @@ def test_malformed_records_are_all_counted(tmp_path, capsys):
     bad = tmp_path / "bad.conll"
     bad.write_text("john\tB-PER\nsmith\tI-PER\textra\n\nparis\tX-LOC\n\nmary\tB-PER\n\nberlin\t\n")
     code, report, _ = run_check(tmp_path, bad)
-    assert code == 0 and report["sizes"]["train"]["malformed"] == 3
+    assert code == 1 and report["sizes"]["train"]["malformed"] == 3  # errors fail the gate without --strict (issue 30)
     assert [m.split(":")[1] for m in report["malformed"]["train"]] == ["2", "8", "4"]
     assert main(["data", "check", str(bad), "--out", str(tmp_path / "r2"), "--strict"]) == 1
     assert "3 malformed record(s)" in capsys.readouterr().err

@@ -39,10 +39,10 @@ from .artifacts.model_folder import META_FILE, MODEL_DIR, portable_base_path, re
 from .loading import continue_from, load_predictor
 from .config import Config, load_config
 from .schema import TrainingConfig
-from .errors import ConfigError
+from .errors import ConfigError, TuneforgeError
 from .methods import count_parameters, get_method
 from .runtime.models import check_max_length
-from .artifacts.paths import atomic_write_bytes, atomic_write_text
+from .artifacts.paths import atomic_write_bytes, atomic_write_text, is_disk_full
 from .tasks import Task, make_task
 from .tasks.predictor import evaluate_across_processes
 from .training.callbacks import Callback, TrainData
@@ -51,7 +51,10 @@ from .runtime.precision import resolve_precision
 from .training.batch import LoopTask
 from .training.loop import LoopResult, train_loop
 from .training.regimes import regime_callbacks
+from .data.hf_datasets import dataset_format
 from .data.vocab import extend_for_run
+from .runtime.extras import require_extra
+from .training.tracking import check_trackers
 from .evaluation.plots import render_training_curves_png
 
 
@@ -75,6 +78,20 @@ def metric_for_best(training: TrainingConfig, task: Task) -> tuple[str, bool]:
     return name, not name.endswith("loss")
 
 
+def check_optional_dependencies(cfg: Config) -> None:
+    """Every optional dependency the config needs is installed, before the run folder, data or model is
+    touched: ``task.type: setfit`` (the ``fewshot`` extra), ``training.report_to`` trackers (``tracking``),
+    Parquet / Arrow / ``hf:`` data (``hf``)."""
+    if cfg.task.type == "setfit":
+        require_extra("task.type: setfit", "setfit", "fewshot")
+    check_trackers(cfg.training.report_to)
+    for split in ("train", "dev", "test"):
+        path = getattr(cfg.data, split, None)
+        if path and dataset_format(path):
+            require_extra(f"data.{split}: {path}: Parquet, Arrow and hf: data are read with the datasets package",
+                          "datasets", "hf")
+
+
 def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
               callbacks: Sequence[Callback] = ()) -> RunResult:
     """Train as ``cfg`` says into ``cfg.output_dir``; returns the run folder and its metrics.
@@ -83,6 +100,7 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
     process 0 alone prepares the run folder, writes files and prints (:mod:`tuneforge.runtime.distributed`);
     every process returns the same metrics.
     """
+    check_optional_dependencies(cfg)
     if distributed.launched_distributed():
         distributed.init_processes()
     run_dir = Path(cfg.output_dir)
@@ -95,7 +113,16 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False,
             return str(run_folder.plan(run_dir, resume, overwrite)[0])
 
         target = Path(distributed.main_first(plan))
-        metrics = _train_into(cfg, target, resume, callbacks)
+        fresh = not target.exists()
+        try:
+            metrics = _train_into(cfg, target, resume, callbacks)
+        except TuneforgeError as exc:
+            # a full disk: what this run began is removed (it holds no checkpoint), so the rerun after
+            # freeing space starts as on an empty folder and the space goes back
+            if fresh and distributed.is_main() and is_disk_full(exc.__cause__ or exc) \
+                    and run_folder.inspect(target) == run_folder.FAILED_START:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
         if distributed.is_main():
             run_folder.commit(target, run_dir)
         distributed.barrier()  # the run folder is in place before any process returns

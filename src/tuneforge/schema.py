@@ -260,6 +260,10 @@ class RunConfig(StrictModel):
     def _output_dir_can_be_a_folder(cls, value: str) -> str:
         """Checked here, before any work: a file where the run folder (or a folder above it) must go."""
         path = Path(value)
+        if not path.name or path.resolve() == Path(path.resolve().anchor):
+            raise PydanticCustomError(  # "/" or ".": no sibling lock file or staging folder can go beside it
+                "no_folder_name", "{value} is not a folder a run can own; set output_dir to a named folder such as "
+                "runs/latest", {"value": value})
         for place in (path, *path.parents):
             if place.exists():
                 if not place.is_dir():

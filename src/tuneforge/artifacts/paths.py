@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import stat
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,9 +50,34 @@ def check_output_path(path: str | Path, what: str, folder: bool = False) -> Path
             if not parent.is_dir():
                 raise TuneforgeError(f"{what} {path}: {parent} is a file, so nothing can be written under it")
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise TuneforgeError(f"{what} {path}: cannot write in {parent} (permission denied)")
+                raise TuneforgeError(f"{what} {path}: cannot write in {parent} ({unwritable_reason(parent)})")
             break
     return path
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An error that says the disk (or the user's quota) is full: ``OSError`` ENOSPC / EDQUOT, or a
+    library's error quoting it (safetensors' writer reports ``No space left on device (os error 28)``)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
+def disk_full_error(where: str | Path) -> TuneforgeError:
+    return TuneforgeError(f"{where}: no space left on device; nothing was kept of what was being written — "
+                          "free some space and run the same command again")
+
+
+def unwritable_reason(folder: str | Path) -> str:
+    """Why ``folder`` cannot be written: its file system is mounted read-only, or its permissions."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except OSError:
+        pass
+    return "permission denied"
 
 
 @contextmanager
@@ -64,8 +92,10 @@ def atomic_dir(final: str | Path):
     try:
         yield tmp
         _give_usual_permissions(tmp)
-    except BaseException:
+    except BaseException as exc:
         _rmtree(tmp)
+        if is_disk_full(exc):
+            raise disk_full_error(final) from exc
         raise
     swap_in_dir(tmp, final)
 
@@ -75,9 +105,37 @@ def new_temporary_dir(final: str | Path) -> Path:
     share one ``with`` block: one creates it, all write, one calls :func:`swap_in_dir`)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_temporaries(final)
+    # the writer's pid in the name: a later writer can tell a folder whose writer died (kill -9) from a live one
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a run folder gets the usual permissions
     return tmp
+
+
+def remove_stale_temporaries(final: str | Path) -> list[Path]:
+    """Delete the temporary siblings of ``final`` that writers killed mid-write left (``.NAME.tmp-PID-*``
+    whose process is gone, and the older ``.NAME.tmp-*`` without a pid); a live writer's stays. Returns
+    what was removed."""
+    final = Path(final)
+    removed = []
+    prefix = f".{final.name}.tmp-"
+    for stale in final.parent.glob(f"{prefix}*"):
+        pid = stale.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))):
+            continue
+        _rmtree(stale)
+        removed.append(stale)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def swap_in_dir(tmp: str | Path, final: str | Path) -> None:
@@ -127,10 +185,40 @@ def atomic_open(path: str | Path, mode: str = "wb"):
             yield handle
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets what open() would give
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if is_disk_full(exc):
+            raise disk_full_error(path) from exc
         raise
+
+
+STDIN_NAME = "stdin.txt"
+
+
+@contextmanager
+def spooled_input(path: str):
+    """``path`` itself, or for ``-`` and a stream that can be read only once (``/dev/stdin``, a pipe, a
+    FIFO) a temporary file holding its bytes, named ``stdin.txt`` (raw text, one a line, unless
+    ``--format`` says otherwise); readers may then open it more than once. Yields (the path to read,
+    whether it was spooled)."""
+    if path != "-":
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            yield path, False
+            return
+    with tempfile.TemporaryDirectory(prefix="tuneforge-stdin-") as folder:
+        spool = Path(folder) / STDIN_NAME
+        with spool.open("wb") as out:
+            if path == "-":
+                shutil.copyfileobj(sys.stdin.buffer, out)
+            else:
+                with open(path, "rb") as stream:
+                    shutil.copyfileobj(stream, out)
+        yield str(spool), True
 
 
 def _give_usual_permissions(folder: Path) -> None:

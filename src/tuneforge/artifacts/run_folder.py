@@ -102,9 +102,13 @@ def locked(run_dir: Path):
     except ImportError:  # pragma: no cover - no flock (Windows): run without the lock
         yield
         return
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
     path = run_dir.with_name(f".{run_dir.name}.lock")
-    handle = open(path, "a+", encoding="utf-8")
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+", encoding="utf-8")
+    except OSError as exc:
+        raise TuneforgeError(f"{run_dir}: cannot write the run's lock file {path} ({exc.strerror}); set output_dir "
+                             "to a folder you can write") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from ..artifacts.paths import disk_full_error, is_disk_full
 from ..errors import TuneforgeError
 from ..runtime import distributed
 from . import chat, data, deploy, experiments, label, train, vocab
@@ -86,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.is_main():
             # one line whatever the message quotes (a file name or value with a line break in it)
             print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        if distributed.is_main():  # a write outside the atomic writers (which say it themselves)
+            print("error: " + str(disk_full_error(exc.filename or "a file")), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if distributed.is_main():

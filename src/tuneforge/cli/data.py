@@ -57,6 +57,7 @@ def _parse_ratios(text: str) -> list[float]:
 
 
 def _cmd_data_check(args) -> int:
+    check_output_path(args.out, "--out", folder=True)
     overrides = list(args.set or [])
     if args.format != "auto":
         overrides.append(f"data.format={args.format}")
@@ -72,14 +73,21 @@ def _cmd_data_check(args) -> int:
         print(f"- {line}")
     print(f"report: {files['json']} · {files['html']}")
     print("labels: " + ", ".join(report["labels"]["space"]))
-    failures = strict_failures(report) if args.strict else []
-    if failures:
-        print(f"strict: {'; '.join(failures)}", file=sys.stderr)
+    if args.strict:
+        failures = strict_failures(report)
+        if failures:
+            print(f"strict: {'; '.join(failures)}", file=sys.stderr)
+            return 1
+    malformed = sum(size["malformed"] for size in report["sizes"].values())
+    if malformed:  # a gate, as linters are: errors fail it, warnings (the other findings) do not
+        print(f"errors: {malformed} malformed record(s) skipped (listed in the report); exit status 1",
+              file=sys.stderr)
         return 1
     return 0
 
 
 def _cmd_data_convert(args) -> int:
+    check_output_path(args.out, "OUT")
     overrides = list(args.set or [])
     if args.format != "auto":
         overrides.append(f"data.format={args.format}")
@@ -113,6 +121,7 @@ def _guess_task(path: str, format: str) -> str:
 def _cmd_data_perturb(args) -> int:
     names = parse_perturbations(args.perturb)
     check_rate(args.rate)
+    check_output_path(args.out, "--out", folder=True)
     if not Path(args.input).is_file():
         raise TuneforgeError(f"{args.input}: file not found")
     task = get_task(args.task or _guess_task(args.input, args.format))
@@ -140,6 +149,7 @@ def _cmd_data_sample(args) -> int:
     """k examples per class (per entity type for NER) from a labelled file, written in the same format."""
 
     fmt = args.format
+    check_output_path(args.out, "--out")
     if _guess_task(args.input, fmt) == "token_classification":
         examples = read_token_file(args.input, fmt, tag_column=args.tag_column)
         normalise_to_iob2(examples, args.scheme)
@@ -173,7 +183,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--tag-column", type=int, default=-1)
     p.set_defaults(func=_cmd_data_split)
     p = data.add_parser("check", help="report sizes, labels, scheme repairs, duplicates and leakage, lengths, "
-                                      "characters, tokenizer coverage, label noise (report.json + report.html)")
+                                      "characters, tokenizer coverage, label noise (report.json + report.html)",
+                        epilog="exit status: 0 the report is written and holds warnings at most; 1 it found errors "
+                               "(malformed records, which were skipped; with --strict also leakage); 2 a usage "
+                               "mistake or an input that cannot be read at all")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="a config (.yaml: its data, split and model), or data files: train=PATH dev=PATH test=PATH "
                         "(bare paths fill train, dev, test in order)")

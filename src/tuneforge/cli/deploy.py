@@ -7,8 +7,9 @@ import os
 from ..artifacts.paths import check_output_path
 from ..errors import TuneforgeError
 from ..loading import export_merged, export_onnx
+from ..runtime.onnx import require_onnxruntime
 from ..serving import ServeOptions, create_app, load_models, serve
-from ..serving.app import API_KEY_ENV
+from ..serving.app import API_KEY_ENV, bind_port
 from ..serving.pool import process_rss_mb
 from .common import add_precision
 
@@ -20,6 +21,7 @@ def _cmd_export(args) -> int:
         raise TuneforgeError("--quantize: only with --onnx")
 
     if args.onnx:
+        require_onnxruntime("export --onnx")  # before the run is loaded
         if args.out:
             check_output_path(args.out, "OUT", folder=True)
         out = export_onnx(args.run, args.out, args.quantize)
@@ -47,11 +49,15 @@ def _cmd_serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    models = load_models(args.runs, device=args.device, precision=args.precision, share=not args.no_share,
-                         engine=args.engine)
-    print(_serving_summary(models, options, args.host, args.port), flush=True)
-    serve(create_app(models, options), host=args.host, port=args.port, graceful_seconds=args.graceful_seconds,
-          log_level=args.log_level)
+    sock = bind_port(args.host, args.port)  # a port in use stops here, before the models load
+    try:
+        models = load_models(args.runs, device=args.device, precision=args.precision, share=not args.no_share,
+                             engine=args.engine)
+        print(_serving_summary(models, options, args.host, args.port), flush=True)
+        serve(create_app(models, options), host=args.host, port=args.port, graceful_seconds=args.graceful_seconds,
+              log_level=args.log_level, sock=sock)
+    finally:
+        sock.close()
     return 0
 
 

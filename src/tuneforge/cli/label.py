@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .. import api
+from ..artifacts.paths import check_output_path
 from ..tasks.predictor import check_read_options
 from ..workflows import active
 from ..workflows.active import STRATEGIES
@@ -17,6 +18,8 @@ def _strategies() -> tuple[str, ...]:
 
 
 def _cmd_label_suggest(args) -> int:
+    if args.out:
+        check_output_path(args.out, "--out")  # before the model is loaded and the pool scored
     predictor = api.load(args.run, precision="fp32")
     options = check_read_options(predictor, {"text_column": args.text_column})
     tasks, _picked, scores = active.suggest(

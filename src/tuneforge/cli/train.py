@@ -8,9 +8,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from .. import api
-from ..artifacts.paths import atomic_open, atomic_write_text, check_output_path
-from ..data.interchange import labelstudio_tasks
-from ..errors import TuneforgeError
+from ..artifacts.paths import atomic_open, atomic_write_text, check_output_path, spooled_input
+from ..data.interchange import labelstudio_tasks, refuse_blank_texts
+from ..errors import DataError, TuneforgeError
 from ..evaluation.robustness import format_robustness
 from ..runtime import distributed
 from ..tasks import get_task
@@ -74,12 +74,12 @@ def _cmd_predict(args) -> int:
                              f"model writes {', '.join(predictor.output_formats)}")
     options = check_read_options(predictor, {"text_column": args.text_column, "text_pair_column": args.text_pair_column})
     configure_generation(predictor, args)
-    examples = predictor.read_inputs(args.input, args.format, **options)
+    examples = _read_inputs(predictor, args.input, args.format, options)
     runtime = ", ".join(f"{k} {v}" for k, v in predictor.runtime.items())
     if args.output_format == "labelstudio":  # pre-annotations: every task's predictions, with scores (one JSON array)
         if not distributed.is_main():
             return 0  # one JSON array: process 0 writes it whole
-
+        refuse_blank_texts(examples, args.input)
         results = predictor.predict(examples, batch_size=args.batch_size)
         tasks = labelstudio_tasks([predictor.annotation(ex, r) for ex, r in zip(examples, results)],
                                   as_predictions=True, model_version=f"tuneforge:{Path(args.run).resolve().name}")
@@ -93,6 +93,23 @@ def _cmd_predict(args) -> int:
     if distributed.is_main():
         print(f"wrote {describe_counts(counts)}{' to ' + args.out if args.out else ''}; {runtime}", file=sys.stderr)
     return 0
+
+
+def _read_inputs(predictor, given: str, format: str, options: dict) -> list:
+    """The inputs, read once: ``-`` and pipes (``/dev/stdin``) are spooled first, and an error in
+    them names what the user gave, not the spool file."""
+    with spooled_input(given) as (path, spooled):
+        try:
+            examples = predictor.read_inputs(path, format, **options)
+        except DataError as exc:
+            if not spooled:
+                raise
+            raise DataError(given, exc.line, exc.message) from None
+    if spooled:
+        for ex in examples:
+            if getattr(ex, "source", None) == path:
+                ex.source = given
+    return examples
 
 
 GENERATION_FLAGS = ("max_new_tokens", "temperature", "top_p", "stop", "seed")

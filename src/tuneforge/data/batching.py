@@ -40,9 +40,11 @@ def length_grouped_batches(
 
 # Predictions (``Predictor.predict``: `tuneforge predict`, the Python API, the server) pad every input
 # to its length rounded up to this multiple, and a batch only holds inputs of one padded length. An
-# input is then computed at the same shape whatever else is in its batch, so its logits are
-# bit-identical alone, in a file, or in a server's micro-batch (padding to a batch's longest member
-# moves them by ~1e-7: softmax sums over a different number of masked keys). Rounding to 8 keeps the
+# input is then computed at the same sequence length whatever else is in its batch, so under fp32 its
+# logits are bit-identical alone, in a file, or in a server's micro-batch (padding to a batch's longest
+# member moves them by ~1e-7: softmax sums over a different number of masked keys). Under bf16 the
+# kernels may still depend on the batch's row count (oneDNN on AMX, cuBLAS): confidences within a few
+# 1e-3, tags and labels the same (docs/serving.md says exactly what holds). Rounding to 8 keeps the
 # padding small; tests/test_serving.py checks the identity. Scoring (dev/test metrics, `tuneforge
 # eval`) still pads to each batch's longest member, so recorded metrics stay as they were.
 INFERENCE_PAD_MULTIPLE = 8

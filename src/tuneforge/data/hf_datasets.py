@@ -27,6 +27,7 @@ from typing import Sequence
 
 from ..errors import ConfigError, DataError, TuneforgeError
 from ..artifacts.paths import resolve_path
+from ..runtime.extras import require_extra
 from .records import TextExample, TokenExample, bad_record, open_checked
 
 HF_SCHEME = "hf:"
@@ -94,11 +95,9 @@ def parse_source(path: str | os.PathLike, format: str = "hf") -> DatasetSource:
 
 
 def _import_datasets(spec: str):
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError(f"{spec}: Parquet, Arrow and hf: data are read with the datasets package, which is not "
-                          "installed; pip install 'tuneforge[hf]' (or pip install datasets)") from None
+    require_extra(f"{spec}: Parquet, Arrow and hf: data are read with the datasets package", "datasets", "hf")
+    import datasets
+
     return datasets
 
 

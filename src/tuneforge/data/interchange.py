@@ -166,6 +166,17 @@ def _error(a: Annotation, message: str) -> DataError:
 # Label Studio
 
 
+def refuse_blank_texts(examples: Sequence, given: str | Path) -> None:
+    """A Label Studio task needs a text: the first blank one (a blank line of a raw-text pool, an empty
+    text cell) is an error at its file:line, before any prediction (``predict --output-format
+    labelstudio``, ``label suggest``). Plain ``predict`` keeps blank lines as empty rows instead."""
+    for ex in examples:
+        if not ex.as_text().strip():
+            raise DataError(ex.source or given, ex.line or None,
+                            "blank text: a Label Studio task needs one; remove the blank lines "
+                            "(plain predict keeps them as empty rows)")
+
+
 def labelstudio_tasks(annotations: Sequence[Annotation], as_predictions: bool = False, model_version: str = "",
                       text_key: str = "text", pair_key: str = "text_pair") -> list[dict]:
     """Label Studio tasks; ``as_predictions`` puts the labels in ``predictions`` (pre-annotations, with scores)."""

@@ -95,11 +95,13 @@ def bad_record(error: DataError) -> None:
     found.append(error)
 
 
-def decode_lines(path: Path) -> Iterable[tuple[int, str]]:
+def decode_lines(path: Path, keep_ends: bool = False) -> Iterable[tuple[int, str]]:
     """Yield (line number, text) with a file:line error on invalid UTF-8.
 
     Line ends are universal: ``\\n``, ``\\r\\n`` and a lone ``\\r`` (old Mac files, some exports) each
-    end a line, as Python's text mode reads them; a CR-only file is not one long line.
+    end a line, as Python's text mode reads them; a CR-only file is not one long line. ``keep_ends``:
+    each line keeps the end it had in the file (what a CSV reader needs, so that a quoted field
+    spanning lines comes back with its own line ends).
     """
     try:
         handle = open(path, "rb")
@@ -109,11 +111,16 @@ def decode_lines(path: Path) -> Iterable[tuple[int, str]]:
     with handle:
         for raw in handle:
             if raw.endswith(b"\r\n"):
-                raw = raw[:-2]
+                raw, end = raw[:-2], b"\r\n"
             elif raw.endswith((b"\n", b"\r")):  # a final CR ends the last line, as a final LF does
-                raw = raw[:-1]
-            for piece in raw.split(b"\r") if b"\r" in raw else (raw,):
+                raw, end = raw[:-1], raw[-1:]
+            else:
+                end = b""
+            pieces = raw.split(b"\r") if b"\r" in raw else [raw]
+            for k, piece in enumerate(pieces):
                 number += 1
+                if keep_ends:
+                    piece += end if k == len(pieces) - 1 else b"\r"
                 try:
                     text = piece.decode("utf-8")
                 except UnicodeDecodeError as exc:

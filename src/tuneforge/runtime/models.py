@@ -8,6 +8,7 @@ from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..artifacts.model_folder import require_safetensors
 from ..artifacts.paths import resolve_path
 from .distributed import print_main
 
@@ -44,6 +45,13 @@ def check_model_source(path: str, gguf_file: str | None = None) -> None:
         raise ConfigError(f"model.name_or_path: {path} is a file; give the model's folder (the one with config.json)")
     elif not _is_hub_name(path):
         raise ConfigError(f"model.name_or_path: {path} does not exist; check the path to the model folder")
+
+
+def _require_safetensors_in_folder(path: str) -> None:
+    """A local base model's weights are read from safetensors only, as a run's are (serve, predict): a
+    folder of ``pytorch_model.bin`` alone is one line, not an unpickling error deep in transformers."""
+    if Path(path).is_dir():
+        require_safetensors(Path(path), "model.name_or_path")
 
 
 def _cannot_load(path: str, exc: Exception) -> ConfigError:
@@ -210,6 +218,7 @@ def _load_with_head(auto_class, name_or_path, labels, revision, trust_remote_cod
     hf_logging.set_verbosity_error()
     try:
         check_model_source(path)
+        _require_safetensors_in_folder(path)
         model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
     except OSError as exc:
         raise _cannot_load(path, exc) from None
@@ -262,6 +271,8 @@ def load_causal_lm(name_or_path: str, revision: str | None = None, trust_remote_
 
     path = resolve_path(name_or_path)
     check_model_source(path, gguf_file)
+    if gguf_file is None:
+        _require_safetensors_in_folder(path)
     kwargs: dict = {"revision": revision, "trust_remote_code": trust_remote_code, "dtype": getattr(torch, dtype)}
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file

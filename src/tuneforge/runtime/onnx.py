@@ -22,18 +22,16 @@ import torch
 from ..artifacts.model_folder import META_FILE
 from ..artifacts.paths import atomic_dir
 from ..errors import TuneforgeError
+from .extras import require_extra
 
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 
 
-def require_onnxruntime():
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise TuneforgeError("the onnx engine needs onnxruntime: pip install onnxruntime onnx "
-                             "(or pip install -e '.[onnx]')") from None
+def require_onnxruntime(what: str = "the onnx engine"):
+    for module in ("onnxruntime", "onnx"):
+        require_extra(what, module, "onnx", error=TuneforgeError)
 
 
 def write_onnx_folder(model, tokenizer, meta: dict, out: Path, source_folder: Path,

@@ -12,7 +12,9 @@ results become JSON through ``Predictor.to_json`` (the same bytes ``tuneforge pr
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import socket
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,10 +25,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import InputError
+from ..errors import InputError, TuneforgeError
 from ..version import __version__
 from .batcher import MicroBatcher
 from .metrics import ServerMetrics
@@ -121,6 +124,44 @@ def _chars(item) -> int:
     return len(item) if isinstance(item, str) else sum(len(x) for x in item) + max(len(item) - 1, 0)
 
 
+def parse_predict_body(raw: bytes, content_type: str) -> PredictRequest:
+    """A ``/v1/predict`` body as :class:`PredictRequest`, or a 422 ``invalid_request`` naming what is wrong
+    with it: a charset other than UTF-8, bytes that are not UTF-8, text that is not JSON (or nested too
+    deep to read), JSON that is not a request."""
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"').lower().replace("_", "-") not in ("utf-8", "utf8"):
+            raise ApiError(422, "invalid_request", f"body: charset {value.strip()} is not accepted; send the JSON as UTF-8")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, "invalid_request", f"body: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                                               "send the JSON as UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(422, "invalid_request", f"body: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise ApiError(422, "invalid_request", "body: JSON nested too deep to read; a request is one object "
+                                               "of texts or tokens") from None
+    try:
+        return PredictRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ApiError(422, "invalid_request", f"{where or 'body'}: {first.get('msg', 'invalid request')}") from None
+
+
+def _refuse_lone_surrogates(item, index: int) -> None:
+    """A JSON ``\\ud800`` without its pair decodes to a string that is not text (no UTF-8 for it)."""
+    for piece in [item] if isinstance(item, str) else item:
+        try:
+            piece.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ApiError(422, "invalid_input", f"text {index}: a lone surrogate (U+{ord(piece[exc.start]):04X}) at "
+                                                 f"character {exc.start} is not text; send whole characters") from None
+
+
 def create_app(models: list[ServedModel], options: ServeOptions | None = None) -> FastAPI:
     """The app for already loaded models (:func:`tuneforge.serving.pool.load_models`)."""
     options = options or ServeOptions()
@@ -191,11 +232,25 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
             raise ApiError(401, "unauthorized", "send the server's API key as 'Authorization: Bearer KEY'",
                            headers={"WWW-Authenticate": "Bearer"})
 
+    # the body is read here, after the key check (a dependency: it runs before the body is touched), so
+    # that a body FastAPI could not parse (not UTF-8, another charset, JSON nested past Python's
+    # recursion limit) gets the documented error and is counted like any other bad request
     @app.post("/v1/predict", dependencies=[Depends(require_key)], tags=["predict"],
-              summary="Entities (token classifiers) or labels with probabilities (text classifiers)")
-    async def predict(body: PredictRequest):
+              summary="Entities (token classifiers) or labels with probabilities (text classifiers)",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": PredictRequest.model_json_schema()}}}})
+    async def predict(request: Request):
         started = time.perf_counter()
-        name = body.model or default
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # gone, or cut off by BodySizeLimit (which has answered 413): no one to answer
+            return Response(status_code=400)
+        try:
+            body = parse_predict_body(raw, request.headers.get("content-type", ""))
+        except ApiError as exc:
+            metrics.record_request("", exc.status, time.perf_counter() - started, exc.code)
+            raise
+        name = default if body.model is None else body.model
         try:
             served = by_name.get(name)
             if served is None:
@@ -209,6 +264,8 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
             for i, item in enumerate(items):
                 if _chars(item) > options.max_chars:
                     raise limit_error(422, "max_chars", options.max_chars, _chars(item), f"characters in text {i}")
+            for i, item in enumerate(items):
+                _refuse_lone_surrogates(item, i)
             try:
                 inputs = served.predictor.inputs_from_request(body.texts, body.tokens)
             except InputError as exc:
@@ -263,10 +320,23 @@ def _version() -> str:
     return __version__
 
 
+def bind_port(host: str, port: int) -> socket.socket:
+    """The listening socket for ``host:port``, opened before the models load (``tuneforge serve``), so a
+    port in use is one line at once rather than an exit after a long load."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise TuneforgeError(f"--port {port}: cannot listen on {host}:{port} ({why}); stop what "
+                             "uses it or pick another --port") from None
+
+
 def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful_seconds: float = 30.0,
-          log_level: str = "info") -> None:
+          log_level: str = "info", sock: socket.socket | None = None) -> None:
     """Run ``app`` under uvicorn until SIGINT/SIGTERM; then stop accepting connections, answer every
-    request already received (up to ``graceful_seconds``), and exit. ``/ready`` says 503 meanwhile."""
+    request already received (up to ``graceful_seconds``), and exit. ``/ready`` says 503 meanwhile.
+    ``sock``: a socket :func:`bind_port` already opened (else uvicorn binds ``host:port`` itself)."""
     import signal
     import threading
 
@@ -285,7 +355,7 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful_seco
             saved[sig] = signal.signal(sig, lambda *_: None)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_seconds)
     try:
-        DrainingServer(config).run()
+        DrainingServer(config).run(sockets=[sock] if sock is not None else None)
     finally:
         for sig, handler in saved.items():  # a Python program that called serve() gets Ctrl-C back
             signal.signal(sig, handler)

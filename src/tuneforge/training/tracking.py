@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..runtime.extras import require_extra
 
 LOGS_DIR = "logs"
 
@@ -67,12 +68,14 @@ def make_trackers(names, run_dir: Path) -> list:
 
 
 def _require(module: str, package: str) -> None:
-    import importlib.util
+    require_extra("training.report_to", module, "tracking", package, alternative="; or remove it from report_to")
 
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(
-            f"training.report_to: {module} is not installed; pip install {package} (or remove it from report_to)"
-        )
+
+def check_trackers(names) -> None:
+    """Every tracker ``names`` asks for is installed (before the run reads its data)."""
+    for name in names or ():
+        if name in ("tensorboard", "mlflow"):
+            _require(name, name)
 
 
 def _mlflow_tracker(folder: Path):

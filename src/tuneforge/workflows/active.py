@@ -38,7 +38,7 @@ import numpy as np
 from ..api import load
 from ..artifacts.paths import atomic_write_bytes, atomic_write_text
 from ..config import config_from_dict, merge_trees, parse_overrides
-from ..data.interchange import labelstudio_tasks
+from ..data.interchange import labelstudio_tasks, refuse_blank_texts
 from ..errors import ConfigError
 from ..evaluation.plots import png_bytes
 from ..loading import load_predictor
@@ -159,6 +159,7 @@ def suggest(predictor, pool: str | Path, n: int = 100, strategy: str = "entropy"
         model_version = model_version or Path(predictor).resolve().name
         predictor = load(predictor, precision="fp32")
     examples = predictor.read_inputs(pool, **(read_options or {}))
+    refuse_blank_texts(examples, pool)
     picked, scores = rank_pool(predictor, examples, n, strategy, diversity, aggregate, seed, batch_size)
     chosen = [examples[i] for i in picked]
     results = predictor.predict(chosen, batch_size=batch_size)

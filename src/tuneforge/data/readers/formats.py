@@ -69,6 +69,7 @@ def read_text_file(
     text_pair_column: str | None = None,
     multi_label: bool = False,
     label_separator: str = "|",
+    allow_empty_labels: bool = True,
 ) -> list[TextExample]:
     """Read labelled (or, with ``label_column=None``, unlabelled) texts from CSV, TSV, JSONL, plain lines, Label
     Studio, doccano, or Parquet / Arrow / ``hf:`` datasets (columns by the same names)."""
@@ -77,7 +78,8 @@ def read_text_file(
         return read_text_rows(path, fmt, text_column, label_column, text_pair_column, multi_label)
     if fmt in ("csv", "tsv"):
         return read_text_table(
-            path, "\t" if fmt == "tsv" else ",", text_column, label_column, text_pair_column, multi_label, label_separator
+            path, "\t" if fmt == "tsv" else ",", text_column, label_column, text_pair_column, multi_label, label_separator,
+            allow_empty_labels,
         )
     if fmt == "jsonl":
         return read_text_jsonl(path, text_column, label_column, text_pair_column, multi_label)

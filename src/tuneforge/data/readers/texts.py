@@ -26,18 +26,22 @@ def read_text_table(
     text_pair_column: str | None = None,
     multi_label: bool = False,
     label_separator: str = "|",
+    allow_empty_labels: bool = True,
 ) -> list[TextExample]:
     """Read a CSV (quoted fields may span lines) or TSV (no quoting, as GLUE files) with a header row.
 
     Columns are found by name. ``label_column=None`` reads texts only (for ``predict``); a labelled
-    file may give several labels per cell for multi-label tasks, split on ``label_separator``.
+    file may give several labels per cell for multi-label tasks, split on ``label_separator``. A
+    multi-label cell with no label in it (empty, or separators only) is a text with no label when
+    ``allow_empty_labels``, else a malformed record (:func:`empty_label_set`).
     """
     import csv
     import sys
 
     resolved = open_checked(path)
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents are the point of some data sets
-    lines = (text + "\n" for _, text in decode_lines(resolved))
+    # each line with its own end: a quoted field spanning lines keeps its \\r\\n or \\r, as given
+    lines = (text if text.endswith(("\n", "\r")) else text + "\n" for _, text in decode_lines(resolved, keep_ends=True))
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
     kind = "TSV" if delimiter == "\t" else "CSV"
@@ -91,8 +95,11 @@ def read_text_table(
         labels = None
         if label_column is not None:
             labels = _split_label_cell(row[index["data.label_column"]], multi_label, label_separator)
-            if not multi_label and not labels[0]:  # multi-label: an empty cell is a text with no label
+            if not multi_label and not labels[0]:
                 bad_record(DataError(resolved, start, f"empty label in column {label_column!r}; every row needs a label"))
+                continue
+            if multi_label and not labels and not allow_empty_labels:
+                bad_record(empty_label_set(resolved, start, f"column {label_column!r}"))
                 continue
         examples.append(TextExample(text=text, labels=labels, text_pair=pair, source=str(resolved), line=start))
     if not examples:
@@ -107,7 +114,8 @@ def read_text_jsonl(
     text_pair_key: str | None = None,
     multi_label: bool = False,
 ) -> list[TextExample]:
-    """Read ``{"text": ..., "label": ...}`` records, or ``"labels": [...]`` for multi-label, one per line."""
+    """Read ``{"text": ..., "label": ...}`` records, or ``"labels": [...]`` for multi-label, one per line
+    (``[]`` says "no label" in so many words, unlike an empty CSV cell)."""
     resolved = open_checked(path)
     examples: list[TextExample] = []
     for number, line in decode_lines(resolved):
@@ -159,6 +167,13 @@ def _text_record(resolved: Path, number: int, line: str, text_key: str, label_ke
                 raise DataError(resolved, number, f"missing \"{label_key}\": one label (a string){hint}")
             labels = [str(value)]
     return TextExample(text=text, labels=labels, text_pair=pair, source=str(resolved), line=number)
+
+
+def empty_label_set(path, line: int, where: str) -> DataError:
+    """A multi-label CSV/TSV cell without a label: usually a label forgotten, so an error unless the data
+    says such texts are meant (``data.allow_empty_labels``)."""
+    return DataError(path, line, f"empty label set in {where}; give at least one label, or set "
+                                 "data.allow_empty_labels: true if texts with no label are meant")
 
 
 def check_known_labels(examples: Sequence[TextExample], known: Iterable[str]) -> None:

@@ -41,6 +41,10 @@ class TextClassificationData(DataConfig):
     label_separator: str = Field(
         default="|", min_length=1, description="multi-label CSV/TSV: separator between labels in one cell"
     )
+    allow_empty_labels: bool = Field(
+        default=False, description="multi-label CSV/TSV: a row whose label cell holds no label (empty, or separators "
+                                   "only) is a text with no label; false: such a row is an error at its file:line "
+                                   "(JSONL says [] for none in so many words)")
     label_descriptions: Optional[dict[str, Union[str, list[str]]]] = Field(
         default=None, description="what each label means, in words (zero-shot scores texts against them); "
                                   "kept in the model's tuneforge.json")

@@ -36,6 +36,7 @@ class TextClassifier(Predictor):
             path, format, text_column or m["text_column"],
             (label_column or m["label_column"]) if labelled else None,
             text_pair_column or m.get("text_pair_column"), self.multi_label, m.get("label_separator", "|"),
+            m.get("allow_empty_labels", True),  # runs saved before the option read such texts as having none
         )
         if labelled:
             check_known_labels(examples, self.labels)

@@ -118,7 +118,7 @@ class TextClassification(Task, DataChecks, Interchange, ContinualStages, KShotSa
     def read(self, path: str, labelled: bool = True) -> list[TextExample]:
         d, t = self.cfg.data, self.cfg.task
         return read_text_file(path, d.format, d.text_column, d.label_column if labelled else None,
-                              d.text_pair_column, t.multi_label, d.label_separator)
+                              d.text_pair_column, t.multi_label, d.label_separator, d.allow_empty_labels)
 
     def label_list(self, train: Sequence[TextExample]) -> list[str]:
         return label_list(train)
@@ -251,6 +251,7 @@ class TextClassification(Task, DataChecks, Interchange, ContinualStages, KShotSa
             "head_fraction": t.head_fraction, "window_pooling": t.window_pooling,
             "text_column": d.text_column, "text_pair_column": d.text_pair_column, "label_column": d.label_column,
             "label_separator": d.label_separator, "label_descriptions": d.label_descriptions,
+            "allow_empty_labels": d.allow_empty_labels,
         }
 
     def evaluate_dev(self, model, tokenizer, examples, meta: dict, precision: str) -> dict:
