@@ -133,13 +133,20 @@ def test_fp32_gives_the_same_bytes_alone_in_a_file_and_in_a_server_batch(hostile
         assert answers == [('{"model": "m", "results": [' + line + "]}").encode() for line in alone]
 
 
+def strip_confidence(entities: list[dict]) -> list[dict]:
+    """Entities without their confidence: under bf16 it may move by a few thousandths with the batch
+    (on an AMX CPU; this test must hold on any x86-64 CPU), the spans must not."""
+    return [{k: v for k, v in e.items() if k != "confidence"} for e in entities]
+
+
 def test_bf16_tags_and_labels_do_not_depend_on_the_batch(hostile_ner_run, hostile_classifier_run):
     import tuneforge
 
     ner = tuneforge.load(hostile_ner_run, precision="bf16")
     assert ner.runtime["precision"] == "bf16"
     for together, alone in zip(ner.predict(TEXTS, batch_size=64), [ner.predict([t])[0] for t in TEXTS]):
-        assert together["tags"] == alone["tags"] and together["entities"] == alone["entities"]
+        assert together["tags"] == alone["tags"]
+        assert strip_confidence(together["entities"]) == strip_confidence(alone["entities"])
         assert max(abs(a - b) for a, b in zip(together["confidences"], alone["confidences"])) <= 0.01
     classifier = tuneforge.load(hostile_classifier_run, precision="bf16")
     for together, alone in zip(classifier.predict(TEXTS, batch_size=64), [classifier.predict([t])[0] for t in TEXTS]):
