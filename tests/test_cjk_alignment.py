@@ -211,3 +211,18 @@ def test_data_check_counts_sub_words_as_training_encodes_them_and_warns_on_doubl
     assert report["tokenizer"]["splits"]["train"]["tokens_per_word"] == 1.857
     (finding,) = [f for f in report["findings"] if f.startswith("sub-words a word")]
     assert finding.startswith("sub-words a word in train: 1.857 on a CJK file")
+
+
+def test_data_check_with_a_run_counts_sub_words_as_that_run_encoded_them(char_run, tmp_path):
+    import yaml
+
+    run, data = char_run
+    for mode, per_word in (("none", 1.778),):  # not the default's 1.0: the run's own setting is used
+        copy = tmp_path / f"run-{mode}"
+        shutil.copytree(run.run_dir, copy)
+        tree = yaml.safe_load((copy / "config.yaml").read_text(encoding="utf-8"))
+        tree["encoding"]["unspaced_words"] = mode
+        tree["training"]["epochs"] = 1  # the label-noise folds --model trains
+        (copy / "config.yaml").write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
+        report, _ = run_check([f"train={data / 'train.conll'}"], model_run=str(copy), folds=2, out=tmp_path / mode)
+        assert report["tokenizer"]["splits"]["train"]["tokens_per_word"] == per_word

@@ -160,9 +160,10 @@ def guess_task(path: str) -> str:
 
 
 def check_config(inputs: Sequence[str], task: str = "auto", overrides: list[str] | None = None,
-                 tokenizer: str | None = None):
+                 tokenizer: str | None = None, encoding: dict | None = None):
     """The config a check reads its data with: a YAML config (one input ending in .yaml/.yml), or data
-    files given as ``train=PATH dev=PATH test=PATH`` (bare paths fill train, dev, test in order)."""
+    files given as ``train=PATH dev=PATH test=PATH`` (bare paths fill train, dev, test in order).
+    ``encoding``: a run's encoding section (``--model RUN``), so sub-words are counted as it encoded them."""
     if len(inputs) == 1 and Path(inputs[0]).suffix.lower() in (".yaml", ".yml"):
         if task != "auto":
             raise TuneforgeError("--task: a config names its task (task.type); drop --task")
@@ -181,7 +182,8 @@ def check_config(inputs: Sequence[str], task: str = "auto", overrides: list[str]
     if "train" not in files:
         raise TuneforgeError("give a train file (train=PATH, or a bare path first)")
     task_type = guess_task(files["train"]) if task == "auto" else task
-    tree = {"task": {"type": task_type}, "model": {"name_or_path": tokenizer or "(no tokenizer)"}, "data": files}
+    tree = {"task": {"type": task_type}, "model": {"name_or_path": tokenizer or "(no tokenizer)"}, "data": files,
+            **({"encoding": encoding} if encoding else {})}
     return config_from_dict(tree, source="data check", overrides=overrides), False
 
 
@@ -204,6 +206,8 @@ def run_check(inputs: Sequence[str], task: str = "auto", overrides: list[str] | 
     if run_tree is not None and (run_tree.get("task") or {}).get("type", "token_classification") != cfg.task.type:
         raise TuneforgeError(f"--model {model_run}: a {run_tree['task']['type']} run cannot cross-validate "
                              f"{cfg.task.type} data")
+    if run_tree is not None and run_tree.get("encoding") and not from_config:  # count sub-words as the run did
+        cfg, _ = check_config(inputs, cfg.task.type, overrides, tokenizer, run_tree["encoding"])
     the_task = make_task(cfg)
     require(the_task, DataChecks, "tuneforge data check")
     splits, malformed, normalise_report = read_for_check(the_task)
