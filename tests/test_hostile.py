@@ -418,7 +418,8 @@ def test_no_too_long_warning_where_tuneforge_windows(tiny_tokenizer, monkeypatch
     finally:
         library.removeHandler(grab)
     assert stats.split_examples == 1 and len(windows) > 2
-    assert stats.describe() == f"2 examples -> {len(windows)} windows; 1 long examples split into overlapping windows"
+    assert stats.describe() == (f"2 examples -> {len(windows)} windows, 1.0 sub-words a word; "
+                                "1 long examples split into overlapping windows")
     assert not [m for m in messages if "indexing errors" in m]
 
 
