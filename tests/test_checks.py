@@ -77,6 +77,9 @@ def test_duplicates_and_leakage_on_constructed_data(tmp_path, capsys):
     across = report["duplicates"]["across"]["train/test"]
     assert (across["exact"], across["normalised"], across["near"]) == (1, 1, 1)
     assert [(p[0]["where"], p[1]["where"]) for p in across["exact_pairs"]] == [(f"{train}:22", f"{test}:1")]
+    # the page names each file in full once (and in the title of its cells), the rows by name:line
+    assert f"<td title='{train}'>train.conll:22</td>" in page and f"<td title='{test}'>test.conll:1</td>" in page
+    assert page.count(f">{train}:") == 0 and "['" not in page  # no full path in a cell, no list repr
     assert across["normalised_pairs"][0][1]["text"] == "Google and Apple met in London !"
     near = across["near_pairs"][0]
     assert near[0]["text"] == LONG and 0.8 <= near[2] < 1.0

@@ -146,3 +146,12 @@ def test_compare_crosses_methods_with_adversarial_training_and_adds_robustness_c
             isolate=False, perturb="typo,drop", rate=0.25, perturb_seed=1)
     assert capsys.readouterr().out.count("robustness full seed 7: clean") == 1
     assert json.loads((members[0].run_dir / "robustness.json").read_text())["rate"] == 0.25
+
+
+def test_the_plot_puts_every_share_between_labelled_decade_ticks():
+    from tuneforge.workflows.compare import share_axis_limits
+
+    lo, hi = share_axis_limits([2.89, 0.41, 100.0])
+    assert (lo, hi) == (0.1 / 1.25, 100 * 1.25)  # ticks 0.1%, 1%, 10%, 100% all inside, every point between two
+    lo, hi = share_axis_limits([2.89, 100.0])
+    assert lo < 1 < 2.89 and hi > 100

