@@ -108,3 +108,19 @@ def test_atomic_outputs_get_the_usual_permissions_not_the_temp_files_0600(tmp_pa
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o755
+
+
+def test_openmp_threads_sleep_while_they_wait_unless_the_user_chose():
+    """import tuneforge sets OMP_WAIT_POLICY=PASSIVE (two jobs on shared cores: docs/measured.md)
+    before torch is imported, and keeps a value the user set."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, sys, tuneforge; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["PASSIVE", "True"]
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, OMP_WAIT_POLICY="ACTIVE"),
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["ACTIVE", "True"]
