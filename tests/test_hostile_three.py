@@ -324,21 +324,24 @@ def _umount(where: Path) -> None:
     subprocess.run(["umount", str(where)], capture_output=True)
 
 
+def _tmpfs(where: Path, options: str):
+    """A real tmpfs mounted at ``where`` for the test, unmounted after it (even when it fails)."""
+    _mount_tmpfs(where, options)
+    try:
+        yield where
+    finally:
+        _umount(where)
+
+
 @pytest.fixture()
 def read_only_dir(tmp_path):
-    where = tmp_path / "ro"
-    _mount_tmpfs(where, "ro,size=1m")
-    yield where
-    _umount(where)
+    yield from _tmpfs(tmp_path / "ro", "ro,size=1m")
 
 
 @pytest.fixture()
 def small_disk(tmp_path):
     """A 64 KiB file system: the tiny models' weights (hundreds of KiB) do not fit."""
-    where = tmp_path / "full"
-    _mount_tmpfs(where, "size=64k")
-    yield where
-    _umount(where)
+    yield from _tmpfs(tmp_path / "full", "size=64k")
 
 
 def test_a_read_only_output_folder_is_one_line(hostile_classifier_run, config_file, tmp_path, read_only_dir, capsys):

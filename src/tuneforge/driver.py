@@ -43,7 +43,7 @@ from .errors import ConfigError, TuneforgeError
 from .methods import count_parameters, get_method
 from .runtime.models import check_max_length
 from .artifacts.paths import atomic_write_bytes, atomic_write_text, is_disk_full
-from .tasks import Task, make_task
+from .tasks import Task, get_task, make_task
 from .tasks.predictor import evaluate_across_processes
 from .training.callbacks import Callback, TrainData
 from .training.checkpoint import CHECKPOINT_DIR
@@ -80,10 +80,10 @@ def metric_for_best(training: TrainingConfig, task: Task) -> tuple[str, bool]:
 
 def check_optional_dependencies(cfg: Config) -> None:
     """Every optional dependency the config needs is installed, before the run folder, data or model is
-    touched: ``task.type: setfit`` (the ``fewshot`` extra), ``training.report_to`` trackers (``tracking``),
-    Parquet / Arrow / ``hf:`` data (``hf``)."""
-    if cfg.task.type == "setfit":
-        require_extra("task.type: setfit", "setfit", "fewshot")
+    touched: what the task needs (``Task.REQUIRES``: setfit, the ``fewshot`` extra), ``training.report_to``
+    trackers (``tracking``), Parquet / Arrow / ``hf:`` data (``hf``)."""
+    for module, extra in get_task(cfg.task.type).REQUIRES:
+        require_extra(f"task.type: {cfg.task.type}", module, extra)
     check_trackers(cfg.training.report_to)
     for split in ("train", "dev", "test"):
         path = getattr(cfg.data, split, None)

@@ -7,6 +7,7 @@ demo data and weights are found without hard-coding a site-packages location.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import shutil
@@ -58,8 +59,6 @@ def check_output_path(path: str | Path, what: str, folder: bool = False) -> Path
 def is_disk_full(exc: BaseException) -> bool:
     """An error that says the disk (or the user's quota) is full: ``OSError`` ENOSPC / EDQUOT, or a
     library's error quoting it (safetensors' writer reports ``No space left on device (os error 28)``)."""
-    import errno
-
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)

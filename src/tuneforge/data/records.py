@@ -182,6 +182,7 @@ def _jieba_words(text: str, words: list[str], offsets: list[tuple[int, int]]):
     import regex
 
     cjk = regex.compile(rf"[{CJK_SCRIPTS}]")
+    jieba = load_jieba("data.chinese_segmentation")
     out_words: list[str] = []
     out_offsets: list[tuple[int, int]] = []
     i = 0
@@ -195,7 +196,7 @@ def _jieba_words(text: str, words: list[str], offsets: list[tuple[int, int]]):
             out_offsets.append(offsets[i])
         else:
             start, end = offsets[i][0], offsets[j][1]
-            for piece, begin, stop in load_jieba("data.chinese_segmentation").tokenize(text[start:end]):
+            for piece, begin, stop in jieba.tokenize(text[start:end]):
                 out_words.append(piece)
                 out_offsets.append((start + begin, start + stop))
         i = j + 1

@@ -265,9 +265,8 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
             if len(items) > options.max_texts:
                 raise limit_error(422, "max_texts", options.max_texts, len(items), "texts in one request")
             for i, item in enumerate(items):
-                if _chars(item) > options.max_chars:
-                    raise limit_error(422, "max_chars", options.max_chars, _chars(item), f"characters in text {i}")
-            for i, item in enumerate(items):
+                if (chars := _chars(item)) > options.max_chars:
+                    raise limit_error(422, "max_chars", options.max_chars, chars, f"characters in text {i}")
                 _refuse_lone_surrogates(item, i)
             try:
                 inputs = served.predictor.inputs_from_request(body.texts, body.tokens)

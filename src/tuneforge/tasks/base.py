@@ -89,6 +89,9 @@ class Task:
     # other task types whose runs ``model.init_from`` may continue (besides this task's own): a
     # preference run starts from an SFT run's weights
     CONTINUES: ClassVar[tuple[str, ...]] = ()
+    # optional modules this task cannot run without, as (module, pyproject extra): checked before any
+    # work (the run folder, data or model), so a missing one is one line naming the extra
+    REQUIRES: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -161,6 +161,7 @@ class SetFitClassification(TextClassification):
     Predictor = SetFitClassifier
     # SetFit's own defaults (setfit.TrainingArguments): body learning rate 2e-5, one epoch over the pairs, 16 pairs a batch
     DEFAULT_TRAINING: ClassVar[dict] = {"learning_rate": 2e-5, "epochs": 1, "batch_size": 16}
+    REQUIRES: ClassVar[tuple[tuple[str, str], ...]] = (("setfit", "fewshot"),)
 
     def __init__(self, cfg):
         super().__init__(cfg)
