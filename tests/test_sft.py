@@ -42,14 +42,14 @@ def smollm_tokenizer_dir(tmp_path_factory) -> Path:
 
 
 def build_tiny_llama(folder: Path, tokenizer_dir: Path, hidden: int = 32, layers: int = 2, seed: int = 0,
-                     attention_bias: bool = False) -> Path:
+                     attention_bias: bool = False, tie_word_embeddings: bool = True) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, tie_word_embeddings=True, attention_bias=attention_bias,
+                         max_position_embeddings=256, tie_word_embeddings=tie_word_embeddings, attention_bias=attention_bias,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     model = LlamaForCausalLM(config)

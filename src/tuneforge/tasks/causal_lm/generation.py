@@ -60,7 +60,7 @@ def end_token_ids(model, tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     cuts = [text.find(s) for s in stop if s in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
 
@@ -94,7 +94,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], settings: Generatio
             new = out[row, width:].tolist()
             ended = next((k for k, t in enumerate(new) if t in stop_ids), None)
             tokens = new[:ended] if ended is not None else [t for t in new if t != tokenizer.pad_token_id]
-            text, stopped = _cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), settings.stop)
+            text, stopped = cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), settings.stop)
             finished = ended is not None or stopped or len(tokens) < settings.max_new_tokens
             results[i] = {"text": text, "finish_reason": "stop" if finished else "length",
                           "prompt_tokens": len(encoded[i]), "completion_tokens": len(tokens) + (ended is not None)}
@@ -139,7 +139,7 @@ def stream_text(model, tokenizer, prompt: str, settings: GenerationSettings, pre
     try:
         for piece in streamer:
             held += piece
-            text, stopped = _cut_at_stop(shown + held, settings.stop)
+            text, stopped = cut_at_stop(shown + held, settings.stop)
             if stopped:
                 if len(text) > len(shown):
                     yield text[len(shown):]

@@ -26,6 +26,8 @@ class DecoderModel(Predictor):
     """``predict`` / ``generate`` answer prompts; ``evaluate_examples`` scores loss, perplexity and,
     for conversations with answers, the generated answers."""
 
+    generative = True  # tuneforge serve answers it on the OpenAI routes too
+
     def __init__(self, model, tokenizer, meta: dict, precision: str = "auto"):
         super().__init__(model, tokenizer, meta, precision)
         self.generation = GenerationSettings(max_new_tokens=meta.get("max_new_tokens", 128))
