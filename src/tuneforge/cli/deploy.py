@@ -37,10 +37,12 @@ def _cmd_export(args) -> int:
 def _cmd_serve(args) -> int:
     options = ServeOptions(
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
-        max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
+        max_chars=args.max_chars, max_body_bytes=args.max_body_bytes, max_running=args.max_running,
+        max_queue=args.max_queue, max_new_tokens=args.max_new_tokens,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, cors_origins=args.cors_origin or [],
     )
-    for flag in ("max_batch_size", "max_texts", "max_chars", "max_body_bytes"):
+    for flag in ("max_batch_size", "max_texts", "max_chars", "max_body_bytes", "max_running", "max_queue",
+                 "max_new_tokens"):
         if getattr(options, flag) < 1:
             raise TuneforgeError(f"--{flag.replace('_', '-')} must be at least 1")
     if options.max_wait_ms < 0:
@@ -97,6 +99,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--max-texts", type=int, default=64, help="texts per request (422 above)")
     p.add_argument("--max-chars", type=int, default=10_000, help="characters per text (422 above)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (413 above)")
+    p.add_argument("--max-running", type=int, default=16,
+                   help="generative runs: sequences decoded together in one continuous batch, per run")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="generative runs: requests waiting for a row (429 with Retry-After above)")
+    p.add_argument("--max-new-tokens", type=int, default=1024,
+                   help="generative runs: the most max_tokens a request may ask for (400 above)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/* (better: set TUNEFORGE_API_KEY, "
                                      "which other users cannot read from the process list)")
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",

@@ -11,13 +11,13 @@ results become JSON through ``Predictor.to_json`` (the same bytes ``tuneforge pr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
 import socket
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -32,7 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import InputError, TuneforgeError
 from ..version import __version__
 from .batcher import MicroBatcher
+from .http import (
+    ApiError, BodySizeLimit, ServeOptions, limit_error, parse_json_body, refuse_lone_surrogates, text_chars,
+)
 from .metrics import ServerMetrics
+from .openai_api import OPENAI_PATHS, add_openai_routes, decoder_engine, is_generative
 from .pool import ServedModel
 
 STATIC = Path(__file__).parent / "static"
@@ -40,19 +44,6 @@ API_KEY_ENV = "TUNEFORGE_API_KEY"
 # the /metrics model label of a request whose model is not served or could not be read: one label, so
 # clients cannot create metric series
 UNKNOWN_MODEL = "(unknown)"
-
-
-@dataclass
-class ServeOptions:
-    """Batching, limits and access; ``tuneforge serve`` flags of the same names."""
-
-    max_batch_size: int = 32  # inputs per micro-batch (and per forward pass)
-    max_wait_ms: float = 5.0  # how long a request waits for others to join its batch
-    max_texts: int = 64  # texts (or token lists) per request
-    max_chars: int = 10_000  # characters per text (a token list: its words' characters)
-    max_body_bytes: int = 1_000_000  # request body
-    api_key: Optional[str] = None  # when set, /v1/* needs "Authorization: Bearer KEY"
-    cors_origins: list[str] = field(default_factory=list)  # empty: no CORS headers (browsers refuse other origins)
 
 
 class PredictRequest(BaseModel):
@@ -67,102 +58,11 @@ class PredictRequest(BaseModel):
     tokens: Optional[list[list[str]]] = Field(default=None, description="pre-split words, one list per text")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None, **extra):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers, self.extra = status, code, message, headers, extra
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"code": self.code, "message": self.message, **self.extra}},
-                            status_code=self.status, headers=self.headers)
-
-
-def limit_error(status: int, limit: str, maximum: int, got: int, what: str) -> ApiError:
-    return ApiError(status, "limit_exceeded", f"{what}: {got} is over the server's {limit} of {maximum}",
-                    limit=limit, max=maximum, got=got)
-
-
-class BodySizeLimit:
-    """ASGI middleware: 413 for a body over ``max_bytes``, by its Content-Length or while it streams in.
-
-    Starlette and uvicorn have no body limit of their own; this one refuses before the body is read
-    (declared size) or as soon as it passes the limit (chunked uploads).
-    """
-
-    def __init__(self, app, max_bytes: int, on_reject):
-        self.app, self.max_bytes, self.on_reject = app, max_bytes, on_reject
-
-    def _error(self) -> ApiError:
-        return ApiError(413, "limit_exceeded", f"request body: over the server's max_body_bytes of {self.max_bytes}",
-                        limit="max_body_bytes", max=self.max_bytes)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            self.on_reject()
-            return await self._error().response()(scope, receive, send)
-        received, rejected = 0, False
-
-        async def limited_receive():
-            nonlocal received, rejected
-            message = await receive()
-            if message["type"] == "http.request" and not rejected:
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:  # a streamed body: answer now, and let the app see a disconnect
-                    rejected = True
-                    self.on_reject()
-                    await self._error().response()(scope, receive, send)
-            return {"type": "http.disconnect"} if rejected else message
-
-        async def guarded_send(message):
-            if not rejected:  # the app's own answer to a cut-off body is dropped
-                await send(message)
-
-        await self.app(scope, limited_receive, guarded_send)
-
-
-def _chars(item) -> int:
-    return len(item) if isinstance(item, str) else sum(len(x) for x in item) + max(len(item) - 1, 0)
-
-
 def parse_predict_body(raw: bytes, content_type: str) -> PredictRequest:
     """A ``/v1/predict`` body as :class:`PredictRequest`, or a 422 ``invalid_request`` naming what is wrong
     with it: a charset other than UTF-8, bytes that are not UTF-8, text that is not JSON (or nested too
     deep to read), JSON that is not a request."""
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.strip().lower() == "charset" and value.strip().strip('"').lower().replace("_", "-") not in ("utf-8", "utf8"):
-            raise ApiError(422, "invalid_request", f"body: charset {value.strip()} is not accepted; send the JSON as UTF-8")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(422, "invalid_request", f"body: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-                                               "send the JSON as UTF-8") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ApiError(422, "invalid_request", f"body: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except RecursionError:
-        raise ApiError(422, "invalid_request", "body: JSON nested too deep to read; a request is one object "
-                                               "of texts or tokens") from None
-    try:
-        return PredictRequest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ApiError(422, "invalid_request", f"{where or 'body'}: {first.get('msg', 'invalid request')}") from None
-
-
-def _refuse_lone_surrogates(item, index: int) -> None:
-    """A JSON ``\\ud800`` without its pair decodes to a string that is not text (no UTF-8 for it)."""
-    for piece in [item] if isinstance(item, str) else item:
-        try:
-            piece.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ApiError(422, "invalid_input", f"text {index}: a lone surrogate (U+{ord(piece[exc.start]):04X}) at "
-                                                 f"character {exc.start} is not text; send whole characters") from None
+    return parse_json_body(raw, content_type, PredictRequest)
 
 
 def create_app(models: list[ServedModel], options: ServeOptions | None = None) -> FastAPI:
@@ -184,15 +84,21 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
 
     batcher = MicroBatcher(run_batch, options.max_batch_size, options.max_wait_ms,
                            on_batch=metrics.record_batch, on_queue=metrics.record_queue)
+    generative = [m for m in models if is_generative(m)]
+    engine = decoder_engine(generative, options, metrics) if generative else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
+        if engine is not None:
+            engine.start()
         app.state.ready = True
         yield
         # uvicorn runs this after the in-flight requests have been answered (graceful shutdown)
         app.state.ready = False
         await batcher.stop()
+        if engine is not None:
+            await asyncio.get_running_loop().run_in_executor(None, engine.stop)
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the fastapi-offline package,
     # not from a CDN, so they work on an air-gapped server (FastAPI's own pages fetch them from jsDelivr)
@@ -201,8 +107,10 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
                               "or labels with probabilities. Web page at /.")
     app.state.ready = False
     app.state.draining = False
+    app.state.started = time.time()
     app.state.models = models
     app.state.batcher = batcher
+    app.state.engine = engine
     app.state.metrics = metrics
 
     if options.cors_origins:
@@ -215,7 +123,7 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return exc.response()
+        return exc.response(openai=request.url.path in OPENAI_PATHS)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -223,7 +131,8 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         if request.url.path == "/v1/predict":
             metrics.record_request("", 422, 0.0, "invalid_request")
-        return ApiError(422, "invalid_request", f"{where or 'body'}: {first.get('msg', 'invalid request')}").response()
+        return ApiError(422, "invalid_request", f"{where or 'body'}: {first.get('msg', 'invalid request')}").response(
+            openai=request.url.path in OPENAI_PATHS)
 
     api_key = options.api_key
 
@@ -265,9 +174,9 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
             if len(items) > options.max_texts:
                 raise limit_error(422, "max_texts", options.max_texts, len(items), "texts in one request")
             for i, item in enumerate(items):
-                if (chars := _chars(item)) > options.max_chars:
+                if (chars := text_chars(item)) > options.max_chars:
                     raise limit_error(422, "max_chars", options.max_chars, chars, f"characters in text {i}")
-                _refuse_lone_surrogates(item, i)
+                refuse_lone_surrogates(item, i)
             try:
                 inputs = served.predictor.inputs_from_request(body.texts, body.tokens)
             except InputError as exc:
@@ -285,10 +194,18 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
         metrics.record_request(name, 200, time.perf_counter() - started)
         return Response(payload.encode("utf-8"), media_type="application/json")
 
+    if engine is not None:
+        add_openai_routes(app, models, engine, options, metrics, require_key)
+
     @app.get("/v1/models", dependencies=[Depends(require_key)], tags=["models"])
     async def list_models():
-        """Name, task, method, labels and base model of every served model; the first is the default."""
-        return {"default": default, "models": [m.info() for m in models]}
+        """Name, task, method, labels and base model of every served model; the first is the default.
+        ``object``/``data`` are OpenAI's listing (``client.models.list()``) of the same models."""
+        created = int(app.state.started)
+        return {"object": "list", "data": [{"id": m.name, "object": "model", "created": created,
+                                            "owned_by": "tuneforge", "task": m.predictor.task_name}
+                                           for m in models],
+                "default": default, "models": [m.info() for m in models]}
 
     @app.get("/health", tags=["operations"])
     async def health():
@@ -298,7 +215,7 @@ def create_app(models: list[ServedModel], options: ServeOptions | None = None) -
     @app.get("/ready", tags=["operations"])
     async def ready():
         """Models loaded and the batcher running, not shutting down (readiness)."""
-        if app.state.ready and batcher.running and not app.state.draining:
+        if app.state.ready and batcher.running and (engine is None or engine.running) and not app.state.draining:
             return {"status": "ready", "models": list(by_name)}
         return JSONResponse({"status": "draining" if app.state.draining else "starting"}, status_code=503)
 
