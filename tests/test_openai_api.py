@@ -350,3 +350,25 @@ def test_openai_error_body_for_unreadable_json(chat_run):
     assert body["type"] == "invalid_request_error" and body["code"] == "invalid_request"
     assert body["message"].startswith("body: not JSON")
     assert json.dumps(body)
+
+
+def test_a_base_decoder_folder_or_gguf_is_served_as_published(tiny_llama, tmp_path):
+    from tuneforge.loading import base_decoder_source
+
+    # a Hugging Face folder (config.json of a ...ForCausalLM) serves with its own chat template
+    expected = tuneforge.load(tiny_llama, precision="fp32").generate(user("Say hi"), max_new_tokens=12)[0]
+    with serving([f"base={tiny_llama}"]) as (base, _):
+        reply = client(base).chat.completions.create(model="base", messages=user("Say hi"), max_tokens=12)
+        assert reply.choices[0].message.content == expected["text"]
+        assert httpx.get(f"{base}/v1/models").json()["models"][0]["task"] == "sft"
+    # which folders count as a published decoder: a GGUF file or a folder of one, never a run folder
+    (tmp_path / "q.gguf").write_bytes(b"GGUF")
+    assert base_decoder_source(tmp_path / "q.gguf") == (str(tmp_path), "q.gguf")
+    assert base_decoder_source(tmp_path) == (str(tmp_path), "q.gguf")
+    (tmp_path / "r.gguf").write_bytes(b"GGUF")
+    assert base_decoder_source(tmp_path) is None  # two: which one is meant is not guessed
+    assert base_decoder_source(Path(tiny_llama)) == (str(tiny_llama), None)
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    (encoder / "config.json").write_text(json.dumps({"architectures": ["BertForTokenClassification"]}))
+    assert base_decoder_source(encoder) is None

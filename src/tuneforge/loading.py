@@ -20,7 +20,7 @@ from .artifacts.paths import resolve_path
 from .config import method_config_from_dict
 from .errors import TuneforgeError
 from .methods import get_method
-from .runtime.models import check_max_length, quantize_for_inference
+from .runtime.models import check_max_length, load_tokenizer, quantize_for_inference
 from .runtime.onnx import ONNX_DIR, ONNX_FILE, OnnxModel, require_onnxruntime, write_onnx_folder
 from .tasks import REGISTRY, get_task
 
@@ -79,7 +79,6 @@ def _load_model(run: str | Path, device: str | None, trust_remote_code: bool):
     return model, tokenizer, meta
 
 
-
 def continue_from(model, run: str | Path, n_old_labels: int) -> None:
     """Fill ``model`` (built and prepared as the run being started, its labels those of ``run`` followed
     by new ones) with every tensor ``run`` trained and saved. Head tensors sized for the old labels fill
@@ -110,9 +109,6 @@ def _task_of(folder: Path, meta: dict):
     return REGISTRY[name]
 
 
-ENGINES = ("torch", "onnx")
-
-
 def load_predictor(run: str | Path, device: str | None = None, precision: str = "auto", engine: str = "torch"):
     """The trained model of a run as its task's predictor (``tuneforge.load``).
 
@@ -124,6 +120,11 @@ def load_predictor(run: str | Path, device: str | None = None, precision: str = 
     """
     if engine not in ENGINES:
         raise TuneforgeError(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
+    base = base_decoder_source(run)
+    if base is not None:
+        if engine != "torch":
+            raise TuneforgeError(f"--engine {engine}: {run} is a base decoder model, served by torch")
+        return _base_decoder_predictor(*base, device, precision)
     folder = find_model_folder(run)
     meta = read_folder_meta(folder)
     if engine == "onnx" or meta.get("engine") == "onnx":
@@ -148,6 +149,46 @@ def load_predictor(run: str | Path, device: str | None = None, precision: str = 
     return predictor
 
 
+def base_decoder_source(run: str | Path) -> tuple[str, str | None] | None:
+    """(folder, GGUF file name or None) when ``run`` is not a run folder but a decoder model as published:
+    a ``.gguf`` file, a folder holding one GGUF file and no ``config.json``, or a Hugging Face folder
+    whose ``config.json`` names a ``...ForCausalLM`` architecture. None for anything else."""
+    text = str(run)
+    where = Path(resolve_path(text))
+    if where.is_file() and where.suffix == ".gguf":
+        return str(where.parent), where.name
+    if not where.is_dir() or (where / META_FILE).exists() or (where / "model" / META_FILE).exists():
+        return None
+    config = where / "config.json"
+    if config.is_file():
+        try:
+            architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+        except (ValueError, OSError, AttributeError):
+            return None
+        return (str(where), None) if any(str(a).endswith("ForCausalLM") for a in architectures) else None
+    ggufs = sorted(where.glob("*.gguf"))
+    return (str(where), ggufs[0].name) if len(ggufs) == 1 else None
+
+
+def _base_decoder_predictor(folder: str, gguf_file: str | None, device: str | None, precision: str):
+    """A published decoder as the sft predictor (its tokenizer's chat template renders the prompts) or,
+    without a chat template, the causal_lm predictor (raw-text continuation); nothing trained."""
+    if gguf_file is None:
+        require_safetensors(Path(folder), "the model")
+    tokenizer = load_tokenizer(folder, None, False, gguf_file)
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    task = get_task("sft" if chat else "causal_lm")
+    meta = {"task": task.name, "method": "full", "labels": [], "chat": chat,
+            "base_model": {"name_or_path": folder, "gguf_file": gguf_file}}
+    model = task.load_pretrained(folder, meta=meta, gguf_file=gguf_file)
+    model.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))).eval()
+    if precision == "int8":
+        model = quantize_for_inference(model)
+    predictor = task.Predictor(model, tokenizer, meta, "fp32" if precision == "int8" else precision)
+    predictor.prepare_loaded()
+    predictor.runtime = {"engine": "torch", "precision": "int8" if precision == "int8" else predictor.precision}
+    return predictor
+
 
 def export_merged(run: str | Path, out: str | Path) -> Path:
     """Fold the run's method into the base weights; write a plain Hugging Face model folder to ``out``.
@@ -166,6 +207,7 @@ def export_merged(run: str | Path, out: str | Path) -> Path:
     merged_meta["merged_from"] = meta.get("method", "full")
     save_model(out, merged, tokenizer, get_method("full"), merged_meta)
     return out
+
 
 def export_onnx(run: str | Path, out: str | Path, quantize: str | None = None) -> Path:
     """Write ``run``'s model as an ONNX model folder at ``out`` (atomically); ``quantize="int8"`` adds

@@ -70,7 +70,9 @@ def _serving_summary(models, options, host: str, port: int) -> str:
     for m in models:
         info = m.info()
         memory = m.sharing() if len(models) > 1 else f"{m.bytes_total / 2**20:.1f} MB of tensors"
-        lines.append(f"  {m.name}: {info['task']}, method {info['method']}, {len(info['labels'])} labels, "
+        what = (f"OpenAI routes /v1/chat/completions and /v1/completions, up to {options.max_running} sequences "
+                f"a continuous batch" if getattr(m.predictor, "generative", False) else f"{len(info['labels'])} labels")
+        lines.append(f"  {m.name}: {info['task']}, method {info['method']}, {what}, "
                      f"base {info['base_model'] or '(own weights)'} — {memory}")
     lines.append(f"process memory after loading: {process_rss_mb():.0f} MB resident")
     return "\n".join(lines)

