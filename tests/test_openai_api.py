@@ -24,7 +24,7 @@ from tuneforge.runtime.continuous import ContinuousEngine, Sampling, Sequence, S
 from tuneforge.serving import ServeOptions, create_app, load_models
 from tuneforge.tasks.causal_lm.generation import GenerationSettings, generate_texts
 
-from test_serving import concurrently, metric_samples, ner_run  # noqa: F401 - the NER run fixture
+from test_serving import _chromium, _launch, concurrently, metric_samples, ner_run  # noqa: F401 - the NER run fixture
 from test_sft import build_tiny_llama, sft_config, smollm_tokenizer_dir, write_chats  # noqa: F401
 
 QUESTIONS = ["What is the capital of France?", "Say hi", "Colour of the sky?", "Name a fruit",
@@ -372,3 +372,42 @@ def test_a_base_decoder_folder_or_gguf_is_served_as_published(tiny_llama, tmp_pa
     encoder.mkdir()
     (encoder / "config.json").write_text(json.dumps({"architectures": ["BertForTokenClassification"]}))
     assert base_decoder_source(encoder) is None
+
+
+def test_web_page_chat_view_streams_a_conversation_in_a_real_browser(chat_run, ner_run, tmp_path):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    chromium = _chromium()
+    run = tuneforge.load(chat_run, precision="fp32")
+    first = run.generate(user("Say hi"), max_new_tokens=12)[0]["text"]
+    second = run.generate([{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": first},
+                           {"role": "user", "content": "Why?"}], max_new_tokens=12)[0]["text"]
+    with serving([chat_run, f"ner={ner_run}"]) as (base, _), sync_playwright() as p:
+        browser = _launch(p, chromium)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(base + "/")
+            page.wait_for_selector("#model option[value=ner]", state="attached")
+            assert page.input_value("#model") == "run"
+            assert page.is_visible("#chat-view") and not page.is_visible("#label-view")
+            page.click("#chat-settings summary")
+            page.fill("#max-tokens", "12")
+            for i, (turn, expected) in enumerate((("Say hi", first), ("Why?", second))):
+                page.fill("#chat-input", turn)
+                page.press("#chat-input", "Enter")
+                page.wait_for_selector(f".msg.assistant[data-finish] >> nth={i}")  # the page's CSP: no string eval
+                got = page.eval_on_selector_all(".msg.assistant .content", "els => els.map(e => e.textContent)")
+                assert got[-1] == expected
+            roles = page.eval_on_selector_all("#chat-log .msg", "els => els.map(e => e.dataset.role)")
+            assert roles == ["user", "assistant", "user", "assistant"]
+            meta = page.inner_text(".msg.assistant >> nth=0 >> .meta")
+            assert "tokens in" in meta and "first token" in meta
+            page.screenshot(path=str(tmp_path / "chat-view.png"), full_page=True)
+            page.select_option("#model", "ner")  # a labelling run: the page labels texts again
+            assert page.is_visible("#label-view") and not page.is_visible("#chat-view")
+            assert page.eval_on_selector_all("#chat-log .msg", "els => els.length") == 0
+            assert errors == []
+        finally:
+            browser.close()

@@ -36,7 +36,7 @@ OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
 def is_generative(served: ServedModel) -> bool:
-    return bool(getattr(served.predictor, "generative", False))
+    return served.generative
 
 
 def decoder_engine(models: list[ServedModel], options: ServeOptions, metrics: ServerMetrics) -> ContinuousEngine:

@@ -53,7 +53,13 @@ class ServedModel:
     def info(self) -> dict:
         """What ``GET /v1/models`` says about it."""
         base = (self.meta.get("base_model") or {}).get("name_or_path")
-        return dict(self.predictor.info(), name=self.name, base_model=base, shares_base=self.bytes_shared > 0)
+        return dict(self.predictor.info(), name=self.name, base_model=base, shares_base=self.bytes_shared > 0,
+                    generative=self.generative)
+
+    @property
+    def generative(self) -> bool:
+        """A decoder that answers on the OpenAI routes (and the page's chat view)."""
+        return bool(getattr(self.predictor, "generative", False))
 
     def sharing(self) -> str:
         if self.bytes_shared:

@@ -1,4 +1,5 @@
-// The tuneforge page: pick a model, paste texts, see entities inline or class probabilities as bars.
+// The tuneforge page: pick a model, paste texts, see entities inline or class probabilities as bars;
+// a generative model gets the chat view instead (chat.js).
 // Plain DOM, no build step. What to draw follows the shape of each result: results with "entities"
 // are highlighted in their text, results with "probabilities" get bars, so any task renders.
 "use strict";
@@ -60,6 +61,9 @@ function describeModel() {
   $("model-info").textContent = `${model.task.replace(/_/g, " ")} · ${model.method}` +
     (model.base_model ? ` · base ${baseName(model.base_model)}` : "");
   $("model-info").title = model.base_model || "";
+  // a generative run talks in the chat view (chat.js); the others label texts
+  $("chat-view").hidden = !model.generative;
+  $("label-view").hidden = !!model.generative;
   typeColours.clear();
   entityTypes(model).forEach(colourFor);
 }
