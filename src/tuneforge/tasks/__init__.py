@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .base import Task, TaskData
 from .causal_lm import SFT, CausalLM
+from .in_context import InContextClassification
 from .masked_lm import MaskedLM
 from .predictor import Predictor
 from .preference import Preference
@@ -21,7 +22,7 @@ from ..errors import ConfigError
 REGISTRY: dict[str, type[Task]] = {
     task.name: task
     for task in (TokenClassification, TextClassification, MaskedLM, ZeroShotClassification, SetFitClassification,
-                 CausalLM, SFT, Preference)
+                 CausalLM, SFT, Preference, InContextClassification)
 }
 
 

@@ -113,6 +113,9 @@ class TextClassification(Task, DataChecks, Interchange, ContinualStages, KShotSa
                    "training.batch_size": None, "training.min_steps": None},
         "zero_shot": {"task.type": "zero_shot_classification", "task.class_weights": None, "data.k_shot": None,
                       "training.epochs": None, "training.min_steps": None},
+        # a decoder LLM's demonstrations (tasks/in_context.py); model.name_or_path must name a causal LM
+        "in_context": {"task.type": "in_context_classification", "task.class_weights": None, "data.k_shot": None,
+                       "training.epochs": None, "training.min_steps": None},
     }
 
     def read(self, path: str, labelled: bool = True) -> list[TextExample]:
