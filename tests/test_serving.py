@@ -376,7 +376,7 @@ def test_sigterm_drains_requests_already_received(ner_run):
     sock.close()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "serve", f"ner={ner_run}", "--port", str(port),
-                             "--max-wait-ms", "1500", "--log-level", "warning"],
+                             "--log-level", "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300  # a guard only: start-up takes seconds on an idle machine
@@ -389,12 +389,17 @@ def test_sigterm_drains_requests_already_received(ner_run):
                 pass
             assert time.monotonic() < deadline, "server did not become ready"
             time.sleep(0.1)
-        with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(httpx.post, f"{base}/v1/predict", json={"texts": [t]}, timeout=30) for t in TEXTS[:4]]
-            while metric_samples(base)[("tuneforge_queue_depth", (("model", "ner"),))] < 4:  # parked in the batcher
+        long = [" ".join(["paris"] * 1000)] * 64  # a batch of its own that keeps the model busy for seconds
+        with ThreadPoolExecutor(5) as pool:
+            busy = pool.submit(httpx.post, f"{base}/v1/predict", json={"texts": long}, timeout=120)
+            time.sleep(0.3)
+            futures = [pool.submit(httpx.post, f"{base}/v1/predict", json={"texts": [t]}, timeout=120) for t in TEXTS[:4]]
+            while metric_samples(base)[("tuneforge_queue_depth", (("model", "ner"),))] < 4:  # parked behind it
+                assert not busy.done(), "the long request ended before the others were parked: make it longer"
                 time.sleep(0.02)
             proc.send_signal(signal.SIGTERM)
             responses = [f.result() for f in futures]
+            assert busy.result().status_code == 200
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
@@ -432,6 +437,32 @@ def test_batches_hold_one_model_oldest_first_up_to_the_size_limit():
     results = asyncio.run(scenario())
     assert results == [["a:1", "a:2"], ["b:3"], ["a:4", "a:5"], ["a:6"], [f"b:{i}" for i in range(7, 12)]]
     assert calls == [("a", [1, 2, 4, 5]), ("b", [3]), ("a", [6]), ("b", [7, 8, 9, 10, 11])]
+
+
+def test_a_lone_request_runs_at_once_and_waits_for_company_only_under_load():
+    import asyncio
+
+    calls = []
+
+    def run_batch(key, inputs):
+        calls.append(list(inputs))
+        return list(inputs)
+
+    async def scenario():
+        batcher = MicroBatcher(run_batch, max_batch_size=2, max_wait_ms=600_000)
+        batcher.start()
+        alone = await asyncio.wait_for(batcher.submit("m", ["a"]), 30)  # a ten-minute wait would time out
+        pair = await asyncio.gather(batcher.submit("m", ["b"]), batcher.submit("m", ["c"]))  # company: a full batch
+        batcher.max_wait = 0.5  # the previous batch served two: the next request waits for others
+        late = asyncio.ensure_future(batcher.submit("m", ["d"]))
+        await asyncio.sleep(0.05)
+        joined = await batcher.submit("m", ["e"])
+        await batcher.stop()
+        return alone, pair, await late, joined
+
+    alone, pair, late, joined = asyncio.run(scenario())
+    assert alone == ["a"] and pair == [["b"], ["c"]] and late == ["d"] and joined == ["e"]
+    assert calls == [["a"], ["b", "c"], ["d", "e"]]
 
 
 def test_a_bad_input_fails_only_its_own_request_in_a_shared_batch():

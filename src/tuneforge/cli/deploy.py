@@ -66,7 +66,7 @@ def _cmd_serve(args) -> int:
 def _serving_summary(models, options, host: str, port: int) -> str:
     lines = [(f"serving {len(models)} model(s) at http://{host}:{port}/ (API docs /docs; "
               f"{'API key required' if options.api_key else 'no API key'}; "
-              f"micro-batches of up to {options.max_batch_size}, {options.max_wait_ms:g} ms wait)")]
+              f"micro-batches of up to {options.max_batch_size}, {options.max_wait_ms:g} ms wait under load)")]
     for m in models:
         info = m.info()
         memory = m.sharing() if len(models) > 1 else f"{m.bytes_total / 2**20:.1f} MB of tensors"
@@ -97,7 +97,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--max-batch-size", type=int, default=32, help="inputs per micro-batch")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
-                   help="how long a request waits for others to join its micro-batch")
+                   help="how long a request waits for others to join its micro-batch, when others are about (a lone "
+                        "request runs at once)")
     p.add_argument("--max-texts", type=int, default=64, help="texts per request (422 above)")
     p.add_argument("--max-chars", type=int, default=10_000, help="characters per text (422 above)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size (413 above)")

@@ -1,7 +1,10 @@
 """Dynamic micro-batching: concurrent requests for one model are run as one batch, off the event loop.
 
-A request waits at most ``max_wait_ms`` (counted from its arrival) for others to join it; a batch
-holds up to ``max_batch_size`` inputs and only requests for one model (adapters switch per batch).
+A request waits at most ``max_wait_ms`` (counted from its arrival) for others to join it, but only
+when there is company: another request waiting, or a previous batch that served more than one. A
+lone client is never made to wait for a partner who is not coming (measured: the fixed wait cost a
+single client a quarter of its throughput), while under load batches still gather. A batch holds up
+to ``max_batch_size`` inputs and only requests for one model (adapters switch per batch).
 Requests are taken oldest first, so a busy model cannot starve another. The model runs in one
 worker thread: the event loop keeps accepting and parsing requests while a batch computes, and
 whatever arrived meanwhile forms the next batch at once (its oldest member has already waited), so
@@ -61,6 +64,7 @@ class MicroBatcher:
         self._worker: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._busy = False
+        self._last_requests = 0  # requests the previous batch served: company is likely when > 1
 
     # --- lifecycle (the app's lifespan)
     def start(self) -> None:
@@ -129,7 +133,8 @@ class MicroBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             first = self._pending[0]
-            deadline = first.arrived + self.max_wait
+            company = len(self._pending) > 1 or self._last_requests > 1
+            deadline = first.arrived + (self.max_wait if company else 0.0)
             while self.waiting(first.key) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
                 self._wakeup.clear()
                 try:
@@ -140,6 +145,7 @@ class MicroBatcher:
             if not batch:
                 continue
             inputs = [x for p in batch for x in p.inputs]
+            self._last_requests = len(batch)
             started = time.perf_counter()
             self._busy = True
             try:
