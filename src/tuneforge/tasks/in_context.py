@@ -125,7 +125,7 @@ def continuation_logprobs(model, tokenizer, prompt_ids: Sequence[int], continuat
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
     device = next(model.parameters()).device
-    with autocast_context(precision, device):
+    with autocast_context(device, precision):
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
     out = np.zeros(len(rows))
