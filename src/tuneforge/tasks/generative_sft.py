@@ -43,10 +43,12 @@ from ..data.readers import (
     read_token_file,
 )
 from ..data.records import ChatExample
+from ..data.sampling import sample_per_class
 from ..evaluation.metrics import format_classification_report, format_entity_report
 from .causal_lm import SFT, DecoderModel, DecoderTask
 from .causal_lm.config import SFTOptions
 from .causal_lm.encoding import render_prompt
+from .capabilities import KShotSampling
 from .causal_lm.generation import GenerationSettings, generate_texts
 from .generative import (
     CLASSIFY_TEMPLATE,
@@ -375,7 +377,7 @@ class GenerativeNER(GenerativeTask):
                            "tags_column": d.tags_column, "scheme": d.scheme}}
 
 
-class GenerativeClassification(GenerativeTask):
+class GenerativeClassification(GenerativeTask, KShotSampling):
     """Single-label text classification by a decoder trained with sft to answer the label."""
 
     name = "generative_classification"
@@ -391,6 +393,10 @@ class GenerativeClassification(GenerativeTask):
 
     def label_list(self, train) -> list[str]:
         return text_label_list(train)
+
+    def sample_k_shot(self, train, labels, k, seed):
+        """Exactly ``k`` texts per class, the draw text classification makes for the same seed."""
+        return sample_per_class(train, lambda ex: ex.labels[0], k, seed)
 
     def check_labels(self, splits, labels, report) -> None:
         check_trainable_labels(splits["train"], False)
