@@ -31,9 +31,10 @@ from pydantic import Field, model_validator
 
 from ..data.readers import TextExample
 from ..errors import ConfigError, TuneforgeError
-from ..runtime.models import load_causal_lm
+from ..runtime.models import load_causal_lm, load_tokenizer
 from ..runtime.precision import autocast_context
 from .base import TaskData
+from .causal_lm.config import DecoderModelConfig
 from .text_classification import TextClassification, TextClassificationData, TextClassificationOptions, TextClassifier
 
 CONTENT_FREE = "N/A"
@@ -248,6 +249,7 @@ class InContextClassification(TextClassification):
 
     name = "in_context_classification"
     Options = InContextOptions
+    Model = DecoderModelConfig  # a decoder by name, folder or GGUF file (model.gguf_file, model.dtype)
     Data = InContextData
     Predictor = InContextClassifier
     DEFAULT_TRAINING: ClassVar[dict] = {"epochs": 0}
@@ -275,7 +277,12 @@ class InContextClassification(TextClassification):
 
     def build_model(self, labels: list[str]):
         m = self.cfg.model
-        return self.load_pretrained(m.name_or_path, None, None, m.revision, m.trust_remote_code)
+        return load_causal_lm(m.name_or_path, m.revision, m.trust_remote_code, m.gguf_file, m.dtype,
+                              m.attn_implementation)
+
+    def load_tokenizer(self):
+        m = self.cfg.model
+        return load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code, m.gguf_file)
 
     def encode(self, tokenizer, examples, labels):
         class Nothing:
