@@ -80,3 +80,16 @@ def test_members_file_and_bad_members(tiny_bert, topic_files, tiny_llama, tmp_pa
     path.write_text(yaml.safe_dump(members))
     assert main(["compare", str(config_file), "--members", str(path), "--in-process"]) == 0
     assert "| icl | in_context_classification |" in capsys.readouterr().out
+
+
+def test_a_tagger_config_plans_a_generative_ner_member(tiny_bert, ner_files, tiny_llama, tmp_path):
+    from conftest import tiny_config
+
+    cfg = tiny_config(tiny_bert, ner_files, tmp_path / "cmp", epochs=1)
+    cfg["task"] = {"type": "token_classification", "decode": "viterbi"}
+    members = {"bert-full": {}, "llama-sft": {"approach": "generative", "method.name": "lora",
+                                              "model.name_or_path": str(tiny_llama)}}
+    _, planned = plan_members(cfg, list(members), members=members)
+    sft = planned[1].config
+    assert sft.task.type == "generative_ner" and sft.method.name == "lora" and sft.encoding.stride is None
+    assert sft.data.train == cfg["data"]["train"]  # the same files and split as the tagger
