@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--deadline", help="HH:MM UTC: start no member after it; summarise those that finished")
     parser.add_argument("--cache", type=Path, default=ROOT / "bench-out" / "cache")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--keep", type=Path, help="copy the tables and each member's metrics/report (no weights) here")
     args = parser.parse_args()
     args.out = args.out or ROOT / "bench-out" / f"families-{args.data}"
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -160,6 +161,23 @@ def main() -> None:
     (out_dir / "bench.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                     "files": files, "members": members}, indent=1))
     print((out_dir / "compare.md").read_text(encoding="utf-8"))
+    if args.keep:
+        keep(out_dir, done, args.keep)
+
+
+def keep(out_dir: Path, members, into: Path) -> None:
+    """The raw output without model weights: the tables, and each member's config, metrics and reports."""
+    import shutil
+
+    into.mkdir(parents=True, exist_ok=True)
+    for name in ("compare.md", "compare.csv", "compare.png", "bench.json"):
+        shutil.copy2(out_dir / name, into / name)
+    for member in members:
+        target = into / member.run_dir.name
+        target.mkdir(exist_ok=True)
+        for name in ("config.yaml", "metrics.json", "report.txt", "test_generations.jsonl"):
+            if (member.run_dir / name).exists():
+                shutil.copy2(member.run_dir / name, target / name)
 
 
 if __name__ == "__main__":
