@@ -175,7 +175,7 @@ def keep(out_dir: Path, members, into: Path) -> None:
     for member in members:
         target = into / member.run_dir.name
         target.mkdir(exist_ok=True)
-        for name in ("config.yaml", "metrics.json", "report.txt", "test_generations.jsonl"):
+        for name in ("config.yaml", "metrics.json", "report.txt", "test_generations.jsonl", "test_predictions.jsonl"):
             if (member.run_dir / name).exists():
                 shutil.copy2(member.run_dir / name, target / name)
 
