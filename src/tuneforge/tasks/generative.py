@@ -155,6 +155,12 @@ def parse_ner_answers(examples: Sequence[TokenExample], answers: Sequence[str],
 def score_ner_answers(examples: Sequence[TokenExample], answers: Sequence[str], types: Sequence[str]) -> dict:
     """Entity scores of generated answers against the gold tags, with the problems counted."""
     predicted, found = parse_ner_answers(examples, answers, types)
+    return score_parsed_ner(examples, predicted, found)
+
+
+def score_parsed_ner(examples: Sequence[TokenExample], predicted: Sequence[Sequence[str]],
+                     found: Sequence[Counter]) -> dict:
+    """:func:`score_ner_answers` from answers already parsed (:func:`parse_ner_answers`)."""
     problems: Counter = sum(found, Counter())
     scores = entity_scores([ex.tags for ex in examples], predicted)
     return {"f1": scores["micro"]["f1"], "macro_f1": scores["macro"]["f1"], "entity": scores,

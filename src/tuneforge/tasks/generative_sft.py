@@ -60,7 +60,7 @@ from .generative import (
     parse_label_answer,
     parse_ner_answers,
     score_label_answers,
-    score_ner_answers,
+    score_parsed_ner,
 )
 from .in_context import continuation_logprobs, verbalisers
 from .text_classification import TextClassificationData, label_list as text_label_list
@@ -233,8 +233,8 @@ class GenerativeNERModel(GenerativeModel):
                 for ex, t, f, o in zip(examples, tags, found, outputs)]
 
     def score_answers(self, examples, answers):
-        scores = score_ner_answers(examples, answers, self.settings["types"])
         tags, found = parse_ner_answers(examples, answers, self.settings["types"])
+        scores = score_parsed_ner(examples, tags, found)
         predictions = [{"source": f"{ex.source}:{ex.line}", "words": ex.words, "gold": ex.tags, "generated": a,
                         "tags": t, "problems": dict(f)} for ex, a, t, f in zip(examples, answers, tags, found)]
         return scores, "Entity report (generated answers parsed to IOB2)\n" + format_entity_report(scores["entity"]), \
