@@ -282,16 +282,16 @@ def format_families_markdown(rows: Sequence[dict], members: Sequence[Member]) ->
         f"Training data `{base.data.train}`"
         + (f" (split {list(base.data.split)}, seed {base.data.split_seed})" if base.data.split else "")
         + (f", first {base.data.max_train_examples} training examples" if base.data.max_train_examples else "")
-        + f"; {rows[0]['seeds']} seed(s) from {base.training.seed}; mean ± std over seeds.",
+        + f"; seeds from {base.training.seed} (a row's count in its seeds column); mean ± std over seeds.",
         "",
-        "| member | task | model | method | trainable params | dev F1 | test F1 | answer problems | train time (s) | "
-        "inference (ms/example) | peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| member | task | model | method | seeds | trainable params | dev F1 | test F1 | answer problems | "
+        "train time (s) | inference (ms/example) | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         problems = "—" if r["test_problems_mean"] is None else pm(r["test_problems_mean"], r["test_problems_std"], 1)
         lines.append(
-            f"| {r['method']} | {r['task']} | `{r['model']}` | {r['adaptation']} | {r['trainable_params']:,} | "
+            f"| {r['method']} | {r['task']} | `{r['model']}` | {r['adaptation']} | {r['seeds']} | {r['trainable_params']:,} | "
             f"{pm(r['dev_f1_mean'], r['dev_f1_std'], 4)} | {pm(r['test_f1_mean'], r['test_f1_std'], 4)} | {problems} | "
             f"{pm(r['train_seconds_mean'], r['train_seconds_std'], 1)} | "
             f"{pm(r['inference_ms_per_example_mean'], r['inference_ms_per_example_std'], 1)} | "
