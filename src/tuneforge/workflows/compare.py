@@ -441,7 +441,7 @@ def render_png(rows: Sequence[dict]) -> bytes:
         ax.set_xlabel("trainable parameters (% of model, log scale)")
         ax.set_title("Adaptation methods: test F1 vs trainable share (marker size: training time)")
     else:
-        ax.set_xlabel("trainable parameters (log scale; left of the first tick: nothing trained)")
+        ax.set_xlabel("trainable parameters (log scale; members marked 'no training' are drawn at the left)")
         ax.set_title("Model families: test F1 vs trainable parameters (marker size: training time)")
     ax.set_ylabel("test F1 (the task's own metric)")
     ax.grid(True, which="both", alpha=0.3)
