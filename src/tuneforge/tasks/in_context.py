@@ -202,8 +202,8 @@ class InContextClassifier(TextClassifier):
     def label_logprobs(self, text: str, count: bool = True) -> np.ndarray:
         """The verbalisers' summed log-probabilities after ``text``'s prompt. The prompts of a run share
         their beginning (instruction, demonstrations): its KV cache is computed once, from the first two
-        prompts' common tokens, and each text computes only its own end (the same scores, k = 8 about
-        10x faster on SmolLM2)."""
+        prompts' common tokens, and each text computes only its own end (the same scores; SmolLM2, k = 8,
+        2 loaded cores: 19.5 s a text before, 4.7 s a text over 8 texts with the first two uncached)."""
         ids = self.prompt_ids(text, count)
         cached = self._prefix
         known = cached[0] if cached is not None else self._previous
