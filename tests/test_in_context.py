@@ -117,3 +117,14 @@ def test_in_context_runs_through_the_driver_and_reports_its_counts(tiny, tmp_pat
     assert 0 <= test["f1"] <= 1 and test["in_context"]["texts"] == len(TRAIN)
     assert test["in_context"]["demonstrations_dropped"] == 0
     assert result is not None
+
+
+def test_the_shared_prompt_beginning_is_computed_once_and_changes_no_score(tiny):
+    texts = [ex.text for ex in TRAIN[:6]] + ["love it a lot", "love it a little"]  # two texts that begin alike
+    cached = _classifier(tiny)
+    got = [cached.label_logprobs(t) for t in texts]
+    assert cached._prefix is not None and len(cached._prefix[0]) > 16
+    plain = _classifier(tiny)
+    for text, scores in zip(texts, got):
+        expected = continuation_logprobs(plain.model, plain.tokenizer, plain.prompt_ids(text), plain._continuations())
+        assert scores == pytest.approx(expected, abs=1e-4)

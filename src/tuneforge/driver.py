@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ from .training.regimes import regime_callbacks
 from .data.hf_datasets import dataset_format
 from .data.vocab import extend_for_run
 from .runtime.extras import require_extra
+from .runtime.memory import peak_rss_mb
 from .training.tracking import check_trackers
 from .evaluation.plots import render_training_curves_png
 
@@ -217,6 +219,7 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
         examples = data.splits[name]
         if not examples:
             continue
+        started = time.perf_counter()
         if all(scorers):
             metrics[name], report, predictions = evaluate_across_processes(
                 predictor, examples, cfg.training.eval_batch_size)
@@ -224,12 +227,17 @@ def _train_into(cfg: Config, run_dir: Path, resume: bool, callbacks: Sequence[Ca
             metrics[name], report, predictions = predictor.evaluate_examples(examples, cfg.training.eval_batch_size)
         else:
             continue
+        seconds = time.perf_counter() - started
+        # what a prediction costs, whatever the model family (compare's inference-time column)
+        metrics.setdefault("scoring", {})[name] = {"seconds": round(seconds, 3), "examples": len(examples),
+                                                   "ms_per_example": round(1000 * seconds / len(examples), 3)}
         report_parts.append(f"== {name} ==\n" + report)
         outputs.append((name, examples, predictions))
     if distributed.is_main():
         for name, examples, predictions in outputs:
             task.write_outputs(run_dir, name, examples, predictions, metrics[name], predictor)
 
+        metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)  # the whole run: loading, training and scoring
         if result.epochs_run:
             atomic_write_bytes(run_dir / "curves.png", render_training_curves_png(result, cfg.training.epochs))
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False))

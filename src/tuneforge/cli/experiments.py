@@ -7,17 +7,19 @@ from ..workflows import compare, continual, continual_split, curve
 from .common import add_perturb, comma_list, positive_int
 
 CONTINUAL_STRATEGIES = ("naive", "replay", "ewc", "lwf", "joint")
+DEFAULT_METHODS = ("full", "lora", "adapter", "bitfit", "prompt")
 
 
 def _cmd_compare(args) -> int:
     if args.out:
         check_output_path(args.out, "--out", folder=True)
-    methods = comma_list(args.methods)
+    members = compare.load_members(args.members) if args.members else None
+    methods = comma_list(args.methods) if args.methods else list(members or DEFAULT_METHODS)
     adversarial = comma_list(args.adversarial) if args.adversarial else None
     result = compare.compare(args.config, methods, seeds=args.seeds, overrides=args.set,
                              same_budget=args.same_budget, isolate=not args.in_process, out=args.out,
                              adversarial=adversarial, perturb=args.perturb, rate=args.rate,
-                             perturb_seed=args.seed)
+                             perturb_seed=args.seed, members=members)
     print(result.files["compare.md"].read_text(encoding="utf-8"))
     print(f"table: {result.files['compare.md']} · {result.files['compare.csv']} · picture: {result.files['compare.png']}")
     return 0
@@ -55,10 +57,15 @@ def _cmd_curve(args) -> int:
 def add_parsers(sub) -> None:
     """``compare``, ``continual``, ``continual-split`` (typed ``continual split``) and ``curve``."""
 
-    p = sub.add_parser("compare", help="train several adaptation methods on the same data and split, side by side")
+    p = sub.add_parser("compare", help="train several adaptation methods, approaches or model families on the same "
+                       "data and split, side by side")
     p.add_argument("config")
-    p.add_argument("--methods", default="full,lora,adapter,bitfit,prompt",
-                   help="comma-separated: full, freeze, lora, ia3, prompt, adapter, bitfit")
+    p.add_argument("--methods", help="comma-separated: methods (full, freeze, lora, ia3, prompt, adapter, bitfit), the "
+                   "task's approaches (in_context, generative, setfit, zero_shot...) or --members names "
+                   f"(default: the members, else {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--members", metavar="FILE",
+                   help="YAML: member name -> {approach: NAME, dotted.key: value...}; members may differ in model "
+                   "and task type (docs/bert-or-gpt.md)")
     p.add_argument("--seeds", type=positive_int, default=1, help="runs per method, seeds training.seed, +1, +2 ...")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every member")
     p.add_argument("--same-budget", action="store_true",

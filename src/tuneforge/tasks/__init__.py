@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .base import Task, TaskData
 from .causal_lm import SFT, CausalLM
+from .generative_sft import GenerativeClassification, GenerativeNER
 from .in_context import InContextClassification
 from .masked_lm import MaskedLM
 from .predictor import Predictor
@@ -22,7 +23,7 @@ from ..errors import ConfigError
 REGISTRY: dict[str, type[Task]] = {
     task.name: task
     for task in (TokenClassification, TextClassification, MaskedLM, ZeroShotClassification, SetFitClassification,
-                 CausalLM, SFT, Preference, InContextClassification)
+                 CausalLM, SFT, Preference, InContextClassification, GenerativeNER, GenerativeClassification)
 }
 
 

@@ -55,10 +55,15 @@ def inline_answer(words: Sequence[str], tags: Sequence[str]) -> str:
     return " ".join(out)
 
 
+def ner_prompt(words: Sequence[str], types: Sequence[str], template: str = NER_TEMPLATE) -> str:
+    """The user turn that asks for a sentence's entities."""
+    return template.format(types=", ".join(types), text=" ".join(words))
+
+
 def cast_ner(examples: Sequence[TokenExample], types: Sequence[str], template: str = NER_TEMPLATE) -> list[dict]:
     """One ``{"messages": [user, assistant]}`` conversation per labelled sentence."""
     return [{"messages": [
-        {"role": "user", "content": template.format(types=", ".join(types), text=" ".join(ex.words))},
+        {"role": "user", "content": ner_prompt(ex.words, types, template)},
         {"role": "assistant", "content": inline_answer(ex.words, ex.tags)}]} for ex in examples]
 
 
@@ -140,24 +145,36 @@ def repair_iob2(tags: Sequence[str]) -> list[str]:
     return out
 
 
+def parse_ner_answers(examples: Sequence[TokenExample], answers: Sequence[str],
+                      types: Sequence[str]) -> tuple[list[list[str]], list[Counter]]:
+    """Each answer's IOB2 tags for its sentence's words, and each answer's problems."""
+    parsed = [parse_ner_answer(answer, ex.words, types) for ex, answer in zip(examples, answers)]
+    return [tags for tags, _ in parsed], [found for _, found in parsed]
+
+
 def score_ner_answers(examples: Sequence[TokenExample], answers: Sequence[str], types: Sequence[str]) -> dict:
     """Entity scores of generated answers against the gold tags, with the problems counted."""
-    problems: Counter = Counter()
-    predicted = []
-    for ex, answer in zip(examples, answers):
-        tags, found = parse_ner_answer(answer, ex.words, types)
-        problems.update(found)
-        predicted.append(tags)
+    predicted, found = parse_ner_answers(examples, answers, types)
+    return score_parsed_ner(examples, predicted, found)
+
+
+def score_parsed_ner(examples: Sequence[TokenExample], predicted: Sequence[Sequence[str]],
+                     found: Sequence[Counter]) -> dict:
+    """:func:`score_ner_answers` from answers already parsed (:func:`parse_ner_answers`)."""
+    problems: Counter = sum(found, Counter())
     scores = entity_scores([ex.tags for ex in examples], predicted)
-    return {"f1": scores["micro"]["f1"], "entity": scores, "problems": dict(problems),
-            "answers_with_problems": sum(1 for ex, a in zip(examples, answers)
-                                         if parse_ner_answer(a, ex.words, types)[1])}
+    return {"f1": scores["micro"]["f1"], "macro_f1": scores["macro"]["f1"], "entity": scores,
+            "problems": dict(problems), "answers_with_problems": sum(1 for f in found if f)}
+
+
+def classification_prompt(text: str, verbalisers: dict[str, str], template: str = CLASSIFY_TEMPLATE) -> str:
+    """The user turn that asks for a text's label."""
+    return template.format(labels=", ".join(verbalisers.values()), text=text)
 
 
 def cast_classification(examples: Sequence[TextExample], verbalisers: dict[str, str],
                         template: str = CLASSIFY_TEMPLATE) -> list[dict]:
-    labels = ", ".join(verbalisers.values())
-    return [{"messages": [{"role": "user", "content": template.format(labels=labels, text=ex.text)},
+    return [{"messages": [{"role": "user", "content": classification_prompt(ex.text, verbalisers, template)},
                           {"role": "assistant", "content": verbalisers[ex.labels[0]]}]} for ex in examples]
 
 
@@ -180,5 +197,5 @@ def score_label_answers(examples: Sequence[TextExample], answers: Sequence[str],
     pred = np.array([index[p] if p is not None else -1 for p in parsed])
     gold = np.array([index[ex.labels[0]] for ex in examples])
     scores = single_label_scores(gold, pred, labels)
-    return {"f1": scores["macro"]["f1"], "accuracy": scores["accuracy"], "classification": scores,
-            "problems": {"unparseable": int((pred == -1).sum())}}
+    return {"f1": scores["macro"]["f1"], "macro_f1": scores["macro"]["f1"], "accuracy": scores["accuracy"],
+            "classification": scores, "problems": {"unparseable": int((pred == -1).sum())}}

@@ -25,11 +25,11 @@ from ..artifacts.paths import atomic_write_bytes, atomic_write_text
 from ..config import Config, config_from_dict
 from ..errors import ConfigError
 from ..evaluation.plots import png_bytes
-from ..methods import REGISTRY as METHODS
 from ..tasks import get_task
 from .multirun import (
     Member,
     apply_changes,
+    approach_tree,
     base_tree,
     experiment_dir,
     mean_std,
@@ -69,17 +69,6 @@ def parse_ks(text: str) -> list[int | None]:
     if not ks or len(set(ks)) != len(ks):
         raise ConfigError(f"--k {text!r}: give each size once")
     return ks
-
-
-def approach_tree(tree: dict, name: str, task_type: str) -> dict:
-    """The config tree of approach ``name``: an adaptation method, or the task's named approach."""
-    approaches = get_task(task_type).APPROACHES
-    if name in METHODS:
-        return set_method(tree, name)
-    if name in approaches:
-        return apply_changes(tree, dict(approaches[name]))
-    raise ConfigError(f"--methods: unknown {name!r}; choose adaptation methods ({', '.join(METHODS)}) "
-                      f"or this task's approaches ({', '.join(approaches) or 'none'})")
 
 
 def plan_curve(

@@ -26,7 +26,9 @@ from .. import api
 from ..artifacts.paths import atomic_write_text
 from ..config import Config, load_config
 from ..errors import ConfigError, TuneforgeError
+from ..methods import REGISTRY as METHODS
 from ..methods import method_training_defaults
+from ..tasks import get_task
 from ..training.checkpoint import CHECKPOINT_DIR
 
 PLAIN = "none"  # the adversarial axis' plain-training setting
@@ -104,6 +106,17 @@ def apply_changes(tree: dict, changes: dict) -> dict:
         else:
             node[last] = value
     return tree
+
+
+def approach_tree(tree: dict, name: str, task_type: str, same_budget: bool = False) -> dict:
+    """The config tree of approach ``name``: an adaptation method, or the task's named approach."""
+    approaches = get_task(task_type).APPROACHES
+    if name in METHODS:
+        return set_method(tree, name, same_budget)
+    if name in approaches:
+        return apply_changes(tree, dict(approaches[name]))
+    raise ConfigError(f"--methods: unknown {name!r}; choose adaptation methods ({', '.join(METHODS)}) "
+                      f"or this task's approaches ({', '.join(approaches) or 'none'})")
 
 
 def run_finished(run_dir: Path) -> bool:

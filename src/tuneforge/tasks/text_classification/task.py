@@ -116,6 +116,10 @@ class TextClassification(Task, DataChecks, Interchange, ContinualStages, KShotSa
         # a decoder LLM's demonstrations (tasks/in_context.py); model.name_or_path must name a causal LM
         "in_context": {"task.type": "in_context_classification", "task.class_weights": None, "data.k_shot": None,
                        "training.epochs": None, "training.min_steps": None},
+        # a decoder LLM trained with sft to answer the label (tasks/generative_sft.py); a decoder model too
+        "generative": {"task.type": "generative_classification", **dict.fromkeys(
+            ("task.multi_label", "task.class_weights", "task.long_text", "task.head_fraction", "task.window_pooling",
+             "task.tune_thresholds", "encoding.stride"))},
     }
 
     def read(self, path: str, labelled: bool = True) -> list[TextExample]:

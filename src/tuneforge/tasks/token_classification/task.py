@@ -72,6 +72,10 @@ class TokenClassification(Task, DataChecks, Interchange, ContinualStages, KShotS
     APPROACHES = {
         "prototypes": {"task.head_init": "prototypes", "training.epochs": 0, "training.min_steps": None},
         "prototypes_ft": {"task.head_init": "prototypes"},
+        # a decoder LLM trained with sft to tag the sentence inline (tasks/generative_sft.py); a decoder model too
+        "generative": {"task.type": "generative_ner", **dict.fromkeys(
+            ("task.decode", "task.unannotated", "task.head_init", "encoding.stride", "encoding.label_all_subwords",
+             "encoding.label_position", "encoding.unspaced_words"))},
     }
 
     def prepare_data(self, known_labels: Sequence[str] | None = None) -> TaskData:
