@@ -49,6 +49,7 @@ from .multirun import (
     apply_changes,
     approach_tree,
     base_tree,
+    data_description,
     experiment_dir,
     mean_std,
     member_label,
@@ -279,9 +280,7 @@ def format_families_markdown(rows: Sequence[dict], members: Sequence[Member]) ->
     lines = [
         "# Model families compared",
         "",
-        f"Training data `{base.data.train}`"
-        + (f" (split {list(base.data.split)}, seed {base.data.split_seed})" if base.data.split else "")
-        + (f", first {base.data.max_train_examples} training examples" if base.data.max_train_examples else "")
+        f"Training data {data_description(base)}"
         + f"; seeds from {base.training.seed} (a row's count in its seeds column); mean ± std over seeds.",
         "",
         "| member | task | model | method | seeds | trainable params | dev F1 | test F1 | answer problems | "
@@ -321,9 +320,7 @@ def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
     lines = [
         "# Adaptation methods compared",
         "",
-        f"Model `{base.model.name_or_path}`, training data `{base.data.train}`"
-        + (f" (split {list(base.data.split)}, seed {base.data.split_seed})" if base.data.split else "")
-        + (f", first {base.data.max_train_examples} training sentences" if base.data.max_train_examples else "")
+        f"Model `{base.model.name_or_path}`, training data {data_description(base, 'sentences')}"
         + f"; {rows[0]['seeds']} seed(s) from {base.training.seed}; mean ± std over seeds.",
         "",
         "| method | lr | epochs | trainable params | % of model | dev F1 | test F1 | test F1 / full | "

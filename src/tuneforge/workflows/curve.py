@@ -31,6 +31,7 @@ from .multirun import (
     apply_changes,
     approach_tree,
     base_tree,
+    data_description,
     experiment_dir,
     mean_std,
     pm,
@@ -175,9 +176,7 @@ def format_markdown(rows: Sequence[dict], members: Sequence[Member]) -> str:
     lines = [
         "# Learning curves",
         "",
-        f"Model `{base.model.name_or_path}`, training data `{base.data.train}`"
-        + (f" (split {list(base.data.split)}, seed {base.data.split_seed})" if base.data.split else "")
-        + (f", first {base.data.max_train_examples} training examples" if base.data.max_train_examples else "")
+        f"Model `{base.model.name_or_path}`, training data {data_description(base)}"
         + f"; test {headline}, mean ± std over seeds (k: examples per class, per entity type for NER; "
           "the k-shot draw uses the member's seed).",
         "",

@@ -172,6 +172,13 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def data_description(cfg: Config, unit: str = "examples") -> str:
+    """The training data a table's members shared: the file, its split and seed, any cap on examples."""
+    d = cfg.data
+    return (f"`{d.train}`" + (f" (split {list(d.split)}, seed {d.split_seed})" if d.split else "")
+            + (f", first {d.max_train_examples} training {unit}" if d.max_train_examples else ""))
+
+
 def pm(mean, std, digits: int) -> str:
     if mean is None:
         return "—"
